@@ -1,0 +1,721 @@
+//! The booking engine: every channel (web, telephone, agents) books, confirms, cancels and moves
+//! through these functions, and nothing else writes appointments.
+//!
+//! Guarantees:
+//! - each operation is one database transaction: it happens entirely or not at all;
+//! - capacity is decided inside that transaction, under the planning's lock (see
+//!   [`crate::store`]), and the schema refuses an overlapping seat whatever the code does — no
+//!   overbooking, whatever mix of channels races for a slot (invariant 1);
+//! - a citizen (mobile number, e-mail or ANTS application id) has at most one active appointment
+//!   per category unless the commune allows more; a refusal says where and when the other one is
+//!   (invariant 2);
+//! - an expired hold stops counting at its expiry instant: reads ignore it, and the next
+//!   transaction on its planning marks it `expired` — correctness never waits for a sweeper;
+//! - a move takes the new slot in the same transaction that releases the old one, so the citizen
+//!   always has exactly one of the two;
+//! - transient conflicts (lock timeouts, PostgreSQL serialization failures or deadlocks) are
+//!   retried a few times; nothing is half-written in between.
+
+mod error;
+
+pub use error::BookingError;
+
+use crate::domain::slots::{FreeSlot, Occupancy, SlotFilter, SlotSearch, choose_seat};
+use crate::domain::{
+    Appointment, AppointmentId, Category, Channel, Citizen, Clock, Closure, Commune, CommuneId,
+    Location, LocationId, OpeningRule, Planning, PlanningId, Service, ServiceId, Status,
+};
+use crate::store::{Claim, ClaimKind, Store, StoreError, StoreTx};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::future::Future;
+use std::sync::Arc;
+
+type Result<T, E = BookingError> = std::result::Result<T, E>;
+
+/// What a channel asks the engine to book.
+#[derive(Debug, Clone)]
+pub struct BookingRequest {
+    pub commune: CommuneId,
+    pub service: ServiceId,
+    pub start: DateTime<Utc>,
+    /// `None`: the first location with a free seat at that time.
+    pub location: Option<LocationId>,
+    pub persons: u32,
+    pub citizen: Citizen,
+    pub channel: Channel,
+}
+
+/// Whether a booking waits for the citizen's code (`Hold`) or is confirmed at once (an agent at
+/// the counter needs no code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingMode {
+    Hold,
+    Confirmed,
+}
+
+/// Who cancels, which decides the status and what may be cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    ByCitizen,
+    ByCommune { reason: String },
+}
+
+/// The outcome an agent records after the appointment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attendance {
+    Honoured,
+    NoShow,
+}
+
+/// Everything the slot computation reads for one commune and one service.
+pub struct SlotContext {
+    pub commune: Commune,
+    pub service: Service,
+    pub locations: Vec<Location>,
+    pub plannings: Vec<Planning>,
+    pub rules: Vec<OpeningRule>,
+    pub closures: Vec<Closure>,
+}
+
+impl SlotContext {
+    pub fn search(&self, now: DateTime<Utc>) -> SlotSearch<'_> {
+        SlotSearch {
+            commune: &self.commune,
+            service: &self.service,
+            locations: &self.locations,
+            plannings: &self.plannings,
+            rules: &self.rules,
+            closures: &self.closures,
+            now,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hold_duration: Duration,
+}
+
+/// How many times a transaction that hit a transient conflict is run again.
+const ATTEMPTS: u32 = 5;
+
+/// UTC instants surely covering local dates `from..=to` in any time zone (zones span −12 h to
+/// +14 h): reading a little more than needed is cheaper than being wrong at a boundary.
+fn utc_span(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() - Duration::hours(15);
+    let end = to.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc() + Duration::hours(39);
+    (start, end)
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, hold_duration: Duration) -> Self {
+        Self {
+            store,
+            clock,
+            hold_duration,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn hold_duration(&self) -> Duration {
+        self.hold_duration
+    }
+
+    /// Runs `op` again while it fails with a transient conflict, with a short growing pause.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(BookingError::Store(StoreError::Transient(e))) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "transient conflict, retrying");
+                    let pause = 5 * u64::from(attempt) + u64::from(rand::random::<u8>() % 10);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Loads the commune's rules for `service` and the closures over local dates `from..=to`.
+    pub async fn slot_context(
+        &self,
+        commune: CommuneId,
+        service: ServiceId,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<SlotContext> {
+        let commune = self
+            .store
+            .commune(commune)
+            .await?
+            .ok_or(BookingError::CommuneNotFound)?;
+        let service = self
+            .store
+            .service(service)
+            .await?
+            .filter(|s| s.commune_id == commune.id && s.active)
+            .ok_or(BookingError::ServiceNotFound)?;
+        let (start, end) = utc_span(from, to);
+        Ok(SlotContext {
+            locations: self.store.locations(commune.id).await?,
+            plannings: self.store.plannings(commune.id).await?,
+            rules: self.store.opening_rules(commune.id).await?,
+            closures: self.store.closures(commune.id, start, end).await?,
+            commune,
+            service,
+        })
+    }
+
+    /// Free slots of a service, in time order. With a limit, the search reads a week at a time
+    /// and stops as soon as it has enough — the next 20 slots should not cost a 90-day scan.
+    pub async fn free_slots(
+        &self,
+        commune: CommuneId,
+        service: ServiceId,
+        filter: SlotFilter,
+    ) -> Result<Vec<FreeSlot>> {
+        let now = self.clock.now();
+        let mut ctx = self
+            .slot_context(commune, service, filter.from, filter.from)
+            .await?;
+        if let Some(location) = filter.location
+            && !ctx.locations.iter().any(|l| l.id == location && l.active)
+        {
+            return Err(BookingError::LocationNotFound);
+        }
+        let (first, last) = ctx.search(now).bookable_dates();
+        let (from, to) = (filter.from.max(first), filter.to.min(last));
+        let mut found: Vec<FreeSlot> = Vec::new();
+        let mut window_start = from;
+        let mut window_days = if filter.limit.is_some() {
+            7
+        } else {
+            i64::MAX / 4
+        };
+        while window_start <= to {
+            let window_end = window_start
+                .checked_add_signed(Duration::days(window_days.min(100_000) - 1))
+                .map_or(to, |d| d.min(to));
+            let (span_start, span_end) = utc_span(window_start, window_end);
+            ctx.closures = self
+                .store
+                .closures(ctx.commune.id, span_start, span_end)
+                .await?;
+            let occupancy = Occupancy::new(
+                self.store
+                    .occupancy(ctx.commune.id, span_start, span_end, now)
+                    .await?,
+            );
+            let window_filter = SlotFilter {
+                from: window_start,
+                to: window_end,
+                limit: filter.limit.map(|l| l.saturating_sub(found.len())),
+                ..filter
+            };
+            found.extend(ctx.search(now).free_slots(&window_filter, &occupancy));
+            if filter.limit.is_some_and(|l| found.len() >= l) {
+                break;
+            }
+            window_start = match window_end.succ_opt() {
+                Some(d) => d,
+                None => break,
+            };
+            window_days *= 2;
+        }
+        Ok(found)
+    }
+
+    /// Books a slot: held for the citizen to confirm with a code, or confirmed at once.
+    pub async fn book(&self, req: &BookingRequest, mode: BookingMode) -> Result<Appointment> {
+        let appointment = self.retry(|| self.book_once(req, mode)).await?;
+        metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
+            BookingMode::Hold => "hold",
+            BookingMode::Confirmed => "confirmed",
+        })
+        .increment(1);
+        Ok(appointment)
+    }
+
+    async fn book_once(&self, req: &BookingRequest, mode: BookingMode) -> Result<Appointment> {
+        let now = self.clock.now();
+        let day = chrono::DateTime::<Utc>::date_naive(&req.start);
+        let ctx = self
+            .slot_context(
+                req.commune,
+                req.service,
+                day.pred_opt().unwrap_or(day),
+                day.succ_opt().unwrap_or(day),
+            )
+            .await?;
+        validate_request(req, &ctx)?;
+        let offers = ctx
+            .search(now)
+            .offers_at(req.start, req.persons, req.location);
+        if offers.is_empty() {
+            return Err(BookingError::SlotUnavailable);
+        }
+        let end = req.start + ctx.service.duration_for(req.persons);
+
+        let mut tx = self.store.begin().await?;
+        let offered: Vec<_> = offers
+            .iter()
+            .map(|o| (o.planning_id, o.location_id))
+            .collect();
+        let Some((planning_id, location_id, seat)) =
+            take_seat(tx.as_mut(), &offered, req.start, end, now).await?
+        else {
+            return Err(BookingError::SlotTaken);
+        };
+        let (status, hold_expires_at, confirmed_at) = match mode {
+            BookingMode::Hold => (Status::Held, Some(now + self.hold_duration), None),
+            BookingMode::Confirmed => (Status::Confirmed, None, Some(now)),
+        };
+        let appointment = Appointment {
+            id: AppointmentId::new_v4(),
+            commune_id: ctx.commune.id,
+            planning_id,
+            location_id,
+            service_id: ctx.service.id,
+            starts_at: req.start,
+            ends_at: end,
+            seat: Some(seat),
+            persons: req.persons as i32,
+            citizen: req.citizen.clone(),
+            channel: req.channel,
+            status,
+            hold_expires_at,
+            replaces_id: None,
+            cancel_reason: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            confirmed_at,
+            cancelled_at: None,
+        };
+        tx.insert_appointment(&appointment)
+            .await
+            .map_err(seat_conflict)?;
+        if !ctx.commune.allow_multiple_per_category {
+            let claims = claims_of(&appointment.citizen, ctx.service.category);
+            if let Some(holder) = take_claims(tx.as_mut(), &claims, appointment.id, now).await? {
+                drop(tx);
+                return Err(self.duplicate(holder).await);
+            }
+        }
+        tx.commit().await?;
+        tracing::info!(
+            appointment = %appointment.id,
+            commune = %ctx.commune.slug,
+            channel = %req.channel,
+            status = %appointment.status,
+            phone = appointment.citizen.phone.as_ref().map(|p| p.masked()),
+            "appointment booked"
+        );
+        Ok(appointment)
+    }
+
+    async fn duplicate(&self, holder: AppointmentId) -> BookingError {
+        match self.store.appointment_place(holder).await {
+            Ok(place) => BookingError::Duplicate(place.map(Box::new)),
+            Err(e) => BookingError::Store(e),
+        }
+    }
+
+    /// Reads an appointment to learn its planning, then opens a transaction that locks the
+    /// planning and then the appointment — always in that order, so that two transactions never
+    /// wait for each other in a circle.
+    async fn open(
+        &self,
+        id: AppointmentId,
+        also_lock: &[PlanningId],
+    ) -> Result<(Box<dyn StoreTx>, Appointment)> {
+        let before = self
+            .store
+            .appointment(id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound)?;
+        let mut plannings: Vec<PlanningId> = also_lock.to_vec();
+        plannings.push(before.planning_id);
+        plannings.sort_unstable();
+        plannings.dedup();
+        let mut tx = self.store.begin().await?;
+        for planning in plannings {
+            tx.lock_planning(planning).await?;
+        }
+        let appointment = tx
+            .appointment(id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound)?;
+        Ok((tx, appointment))
+    }
+
+    /// Confirms a held appointment (after the citizen typed the right code). Confirming twice
+    /// is harmless. A hold that lapsed is confirmed anyway if its seat is still free.
+    pub async fn confirm(&self, id: AppointmentId) -> Result<Appointment> {
+        self.retry(|| self.confirm_once(id)).await
+    }
+
+    async fn confirm_once(&self, id: AppointmentId) -> Result<Appointment> {
+        let now = self.clock.now();
+        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        match appointment.effective_status(now) {
+            Status::Confirmed => return Ok(appointment),
+            Status::Held => {}
+            Status::Expired => {
+                if appointment.starts_at <= now {
+                    return Err(BookingError::HoldExpired);
+                }
+                // Free the lapsed seat (ours included), then take one again if any is left.
+                tx.release_expired_holds(appointment.planning_id, now)
+                    .await?;
+                appointment = tx
+                    .appointment(id)
+                    .await?
+                    .ok_or(BookingError::AppointmentNotFound)?;
+                let offered = [(appointment.planning_id, appointment.location_id)];
+                let Some((_, _, seat)) = take_seat(
+                    tx.as_mut(),
+                    &offered,
+                    appointment.starts_at,
+                    appointment.ends_at,
+                    now,
+                )
+                .await?
+                else {
+                    return Err(BookingError::HoldExpired);
+                };
+                appointment.seat = Some(seat);
+                let commune = self
+                    .store
+                    .commune(appointment.commune_id)
+                    .await?
+                    .ok_or(BookingError::CommuneNotFound)?;
+                if !commune.allow_multiple_per_category {
+                    let service = self
+                        .store
+                        .service(appointment.service_id)
+                        .await?
+                        .ok_or(BookingError::ServiceNotFound)?;
+                    let claims = claims_of(&appointment.citizen, service.category);
+                    if let Some(holder) = take_claims(tx.as_mut(), &claims, id, now).await? {
+                        drop(tx);
+                        return Err(self.duplicate(holder).await);
+                    }
+                }
+            }
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        appointment.status = Status::Confirmed;
+        appointment.hold_expires_at = None;
+        appointment.confirmed_at = Some(now);
+        touch(&mut appointment, now);
+        tx.update_appointment(&appointment)
+            .await
+            .map_err(seat_conflict)?;
+        tx.commit().await?;
+        Ok(appointment)
+    }
+
+    /// Cancels an appointment. A citizen may cancel until it starts; the commune at any time
+    /// before it is marked, with a reason given to the citizen. Cancelling twice is harmless.
+    pub async fn cancel(&self, id: AppointmentId, how: &Cancellation) -> Result<Appointment> {
+        self.retry(|| self.cancel_once(id, how)).await
+    }
+
+    async fn cancel_once(&self, id: AppointmentId, how: &Cancellation) -> Result<Appointment> {
+        let now = self.clock.now();
+        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        let (target, reason) = match how {
+            Cancellation::ByCitizen => (Status::CancelledByCitizen, None),
+            Cancellation::ByCommune { reason } => {
+                (Status::CancelledByCommune, Some(reason.clone()))
+            }
+        };
+        match appointment.effective_status(now) {
+            s if s == target => return Ok(appointment),
+            Status::Held | Status::Confirmed => {}
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        if target == Status::CancelledByCitizen && appointment.starts_at <= now {
+            return Err(BookingError::AlreadyStarted);
+        }
+        appointment.status = target;
+        appointment.seat = None;
+        appointment.hold_expires_at = None;
+        appointment.cancelled_at = Some(now);
+        appointment.cancel_reason = reason;
+        touch(&mut appointment, now);
+        tx.update_appointment(&appointment).await?;
+        tx.release_claims(id).await?;
+        tx.commit().await?;
+        tracing::info!(appointment = %id, status = %target, "appointment cancelled");
+        Ok(appointment)
+    }
+
+    /// Moves an appointment to another slot of the same service, in one transaction: the old
+    /// appointment becomes `moved` and a new one (linked to it) takes the new slot, or, if the
+    /// new slot cannot be had, nothing changes. Returns the new appointment.
+    pub async fn move_to(
+        &self,
+        id: AppointmentId,
+        start: DateTime<Utc>,
+        location: Option<LocationId>,
+    ) -> Result<Appointment> {
+        self.retry(|| self.move_once(id, start, location)).await
+    }
+
+    async fn move_once(
+        &self,
+        id: AppointmentId,
+        start: DateTime<Utc>,
+        location: Option<LocationId>,
+    ) -> Result<Appointment> {
+        let now = self.clock.now();
+        let current = self
+            .store
+            .appointment(id)
+            .await?
+            .ok_or(BookingError::AppointmentNotFound)?;
+        check_movable(&current, now)?;
+        if current.starts_at == start && location.is_none_or(|l| l == current.location_id) {
+            return Ok(current);
+        }
+        let day = chrono::DateTime::<Utc>::date_naive(&start);
+        let ctx = self
+            .slot_context(
+                current.commune_id,
+                current.service_id,
+                day.pred_opt().unwrap_or(day),
+                day.succ_opt().unwrap_or(day),
+            )
+            .await?;
+        let persons = current.persons as u32;
+        let offers = ctx.search(now).offers_at(start, persons, location);
+        if offers.is_empty() {
+            return Err(BookingError::SlotUnavailable);
+        }
+        let offered: Vec<_> = offers
+            .iter()
+            .map(|o| (o.planning_id, o.location_id))
+            .collect();
+        let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
+        let (mut tx, mut old) = self.open(id, &lock).await?;
+        check_movable(&old, now)?;
+
+        // Release the old seat first, inside the transaction: a move to an overlapping time on
+        // the same counter must not collide with itself. Until commit, nobody sees either state.
+        let old_status = old.effective_status(now);
+        old.status = Status::Moved;
+        old.seat = None;
+        old.hold_expires_at = None;
+        touch(&mut old, now);
+        tx.update_appointment(&old).await?;
+
+        let end = start + ctx.service.duration_for(persons);
+        let Some((planning_id, location_id, seat)) =
+            take_seat(tx.as_mut(), &offered, start, end, now).await?
+        else {
+            return Err(BookingError::SlotTaken);
+        };
+        let (hold_expires_at, confirmed_at) = match old_status {
+            Status::Held => (Some(now + self.hold_duration), None),
+            _ => (None, Some(now)),
+        };
+        let new = Appointment {
+            id: AppointmentId::new_v4(),
+            planning_id,
+            location_id,
+            starts_at: start,
+            ends_at: end,
+            seat: Some(seat),
+            status: old_status,
+            hold_expires_at,
+            replaces_id: Some(old.id),
+            cancel_reason: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            confirmed_at,
+            cancelled_at: None,
+            ..old.clone()
+        };
+        tx.insert_appointment(&new).await.map_err(seat_conflict)?;
+        tx.transfer_claims(old.id, new.id).await?;
+        tx.commit().await?;
+        tracing::info!(from = %old.id, to = %new.id, "appointment moved");
+        Ok(new)
+    }
+
+    /// Records whether the citizen came, from the day of the appointment on.
+    pub async fn mark(&self, id: AppointmentId, attendance: Attendance) -> Result<Appointment> {
+        self.retry(|| self.mark_once(id, attendance)).await
+    }
+
+    async fn mark_once(&self, id: AppointmentId, attendance: Attendance) -> Result<Appointment> {
+        let now = self.clock.now();
+        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        let target = match attendance {
+            Attendance::Honoured => Status::Honoured,
+            Attendance::NoShow => Status::NoShow,
+        };
+        match appointment.effective_status(now) {
+            s if s == target => return Ok(appointment),
+            // An agent may correct a mistaken mark.
+            Status::Confirmed | Status::Honoured | Status::NoShow => {}
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        let commune = self
+            .store
+            .commune(appointment.commune_id)
+            .await?
+            .ok_or(BookingError::CommuneNotFound)?;
+        if commune.local_date(appointment.starts_at) > commune.local_date(now) {
+            return Err(BookingError::TooEarlyToMark);
+        }
+        appointment.status = target;
+        touch(&mut appointment, now);
+        tx.update_appointment(&appointment).await?;
+        tx.release_claims(id).await?;
+        tx.commit().await?;
+        Ok(appointment)
+    }
+}
+
+fn touch(appointment: &mut Appointment, now: DateTime<Utc>) {
+    appointment.version += 1;
+    appointment.updated_at = now;
+}
+
+fn check_movable(appointment: &Appointment, now: DateTime<Utc>) -> Result<()> {
+    match appointment.effective_status(now) {
+        Status::Held | Status::Confirmed if appointment.starts_at > now => Ok(()),
+        Status::Held | Status::Confirmed => Err(BookingError::AlreadyStarted),
+        other => Err(BookingError::NotModifiable(other)),
+    }
+}
+
+/// The schema refused a seat: someone else got it between our read and our write. With the
+/// planning locked this cannot happen; if it ever does, it is reported as a taken slot.
+fn seat_conflict(e: StoreError) -> BookingError {
+    if e.is_constraint("appointments_no_overlap") || e.is_constraint("appointments_seat_capacity") {
+        BookingError::SlotTaken
+    } else {
+        BookingError::Store(e)
+    }
+}
+
+/// Tries each offered (planning, location) in order under its lock; returns the first with a
+/// free seat for `[start, end)`.
+async fn take_seat(
+    tx: &mut dyn StoreTx,
+    offered: &[(PlanningId, LocationId)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<(PlanningId, LocationId, i32)>> {
+    for &(planning_id, location_id) in offered {
+        let Some(planning) = tx.lock_planning(planning_id).await? else {
+            continue;
+        };
+        if !planning.active {
+            continue;
+        }
+        tx.release_expired_holds(planning_id, now).await?;
+        let busy = tx.busy_seats(planning_id, start, end).await?;
+        if let Some(seat) = choose_seat(planning.capacity, &busy) {
+            return Ok(Some((planning_id, location_id, seat)));
+        }
+    }
+    Ok(None)
+}
+
+fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {
+    let claim = |kind, key: String| Claim {
+        category,
+        kind,
+        key,
+    };
+    let mut claims = Vec::new();
+    if let Some(phone) = &citizen.phone {
+        claims.push(claim(ClaimKind::Phone, phone.as_str().to_owned()));
+    }
+    if let Some(email) = &citizen.email {
+        claims.push(claim(ClaimKind::Email, email.dedup_key()));
+    }
+    for id in &citizen.ants_application_ids {
+        claims.push(claim(ClaimKind::Ants, id.as_str().to_owned()));
+    }
+    claims
+}
+
+async fn take_claims(
+    tx: &mut dyn StoreTx,
+    claims: &[Claim],
+    appointment: AppointmentId,
+    now: DateTime<Utc>,
+) -> Result<Option<AppointmentId>> {
+    for claim in claims {
+        if let Some(holder) = tx.claim(claim, appointment, now).await? {
+            return Ok(Some(holder));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks what can be checked before any transaction: persons, channel, contact, ANTS numbers.
+fn validate_request(req: &BookingRequest, ctx: &SlotContext) -> Result<()> {
+    let service = &ctx.service;
+    if req.persons < 1 || i64::from(req.persons) > i64::from(service.max_persons) {
+        return Err(BookingError::InvalidPersons {
+            max: service.max_persons,
+        });
+    }
+    if !service.channels.allows(req.channel) {
+        return Err(BookingError::ChannelNotAllowed(req.channel));
+    }
+    if let Some(location) = req.location
+        && !ctx.locations.iter().any(|l| l.id == location && l.active)
+    {
+        return Err(BookingError::LocationNotFound);
+    }
+    let citizen = &req.citizen;
+    match req.channel {
+        Channel::Web if citizen.phone.is_none() && citizen.email.is_none() => {
+            return Err(BookingError::ContactRequired);
+        }
+        Channel::Phone if citizen.phone.is_none() => return Err(BookingError::ContactRequired),
+        _ => {}
+    }
+    let ids = &citizen.ants_application_ids;
+    if !ids.is_empty() {
+        if service.category != Category::Titres {
+            return Err(BookingError::AntsNotExpected);
+        }
+        if ids.len() > req.persons as usize {
+            return Err(BookingError::TooManyAntsIds {
+                persons: req.persons,
+            });
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != ids.len() {
+            return Err(BookingError::RepeatedAntsId);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Pure rules of the appointment domain: value types parsed once ("parse, don't validate"), the
+//! model, French public holidays, free-slot computation and seat choice. Nothing here touches the
+//! network, the database or the wall clock: time comes in through [`Clock`], so every rule can be
+//! tested at a daylight-saving change or on a public holiday.
+
+pub mod clock;
+pub mod holidays;
+pub mod model;
+pub mod slots;
+pub mod values;
+pub mod wording;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use model::*;
+pub use values::*;

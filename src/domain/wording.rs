@@ -1,0 +1,90 @@
+//! Dates and times written in French the way a town hall writes them ("jeudi 3 décembre 2026 à
+//! 9 h 30", "le 1er juin"). Always given local values: the caller converts from UTC in the
+//! commune's time zone first.
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Weekday};
+
+pub fn weekday_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "lundi",
+        Weekday::Tue => "mardi",
+        Weekday::Wed => "mercredi",
+        Weekday::Thu => "jeudi",
+        Weekday::Fri => "vendredi",
+        Weekday::Sat => "samedi",
+        Weekday::Sun => "dimanche",
+    }
+}
+
+pub fn month_name(month: u32) -> &'static str {
+    const MONTHS: [&str; 12] = [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ];
+    MONTHS[(month.clamp(1, 12) - 1) as usize]
+}
+
+/// "1er" for the first of the month, the number otherwise.
+pub fn day_of_month(day: u32) -> String {
+    if day == 1 {
+        "1er".to_owned()
+    } else {
+        day.to_string()
+    }
+}
+
+/// "jeudi 3 décembre 2026".
+pub fn written_date(date: NaiveDate) -> String {
+    format!(
+        "{} {} {} {}",
+        weekday_name(date.weekday()),
+        day_of_month(date.day()),
+        month_name(date.month()),
+        date.year()
+    )
+}
+
+/// "9 h 30", "14 h".
+pub fn written_time(time: NaiveTime) -> String {
+    match time.minute() {
+        0 => format!("{} h", time.hour()),
+        m => format!("{} h {m:02}", time.hour()),
+    }
+}
+
+/// "jeudi 3 décembre 2026 à 9 h 30".
+pub fn written_date_time(at: NaiveDateTime) -> String {
+    format!("{} à {}", written_date(at.date()), written_time(at.time()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn french_dates() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(written_date(d("2026-12-03")), "jeudi 3 décembre 2026");
+        assert_eq!(written_date(d("2027-06-01")), "mardi 1er juin 2027");
+        let at = d("2026-12-03").and_hms_opt(9, 30, 0).unwrap();
+        assert_eq!(written_date_time(at), "jeudi 3 décembre 2026 à 9 h 30");
+        assert_eq!(
+            written_time(NaiveTime::from_hms_opt(14, 0, 0).unwrap()),
+            "14 h"
+        );
+        assert_eq!(
+            written_time(NaiveTime::from_hms_opt(8, 5, 0).unwrap()),
+            "8 h 05"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The `guichet` command: parse, load the configuration, start. Everything else is in `lib.rs`.
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use guichet::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "guichet",
+    version,
+    about = "Prise de rendez-vous en mairie, par téléphone et sur le web"
+)]
+struct Cli {
+    /// TOML configuration file (default: guichet.toml when present). Environment variables
+    /// (GUICHET_DATABASE_URL, GUICHET_LISTEN, …) override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Run the server on the embedded database with the demo communes (seeded on first start),
+    /// SMS and e-mail to the console.
+    Demo,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("guichet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    guichet::telemetry::init_logs(config.log_format);
+    let result = match cli.command {
+        Command::Serve => guichet::run_server(config, false).await,
+        Command::Demo => guichet::run_server(config, true).await,
+        Command::Migrate => guichet::run_migrations(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = ?e, "guichet stopped");
+            eprintln!("guichet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The one error type of HTTP handlers. It answers JSON `{code, message}` (a machine code, a
+//! French sentence) with the right status; a 5xx logs its cause chain and shows only a generic
+//! sentence. Handlers return `Result<_, ApiError>` and use `?` on engine and store calls.
+
+use crate::booking::BookingError;
+use crate::store::StoreError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Booking(#[from] BookingError),
+    /// A query parameter or field that cannot be understood.
+    #[error("invalid parameter {field}: {message}")]
+    BadParameter { field: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `slot_taken`.
+    pub code: String,
+    /// What went wrong and what to do, in French.
+    pub message: String,
+    /// The parameter at fault, for `invalid_parameter`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn bad_parameter(field: &str, message: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Booking(e) => match e {
+                BookingError::CommuneNotFound
+                | BookingError::ServiceNotFound
+                | BookingError::LocationNotFound
+                | BookingError::AppointmentNotFound => StatusCode::NOT_FOUND,
+                BookingError::InvalidPersons { .. }
+                | BookingError::ContactRequired
+                | BookingError::AntsNotExpected
+                | BookingError::TooManyAntsIds { .. }
+                | BookingError::RepeatedAntsId
+                | BookingError::SlotUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
+                BookingError::ChannelNotAllowed(_) => StatusCode::FORBIDDEN,
+                BookingError::SlotTaken
+                | BookingError::Duplicate(_)
+                | BookingError::NotModifiable(_)
+                | BookingError::AlreadyStarted
+                | BookingError::TooEarlyToMark => StatusCode::CONFLICT,
+                BookingError::HoldExpired => StatusCode::GONE,
+                BookingError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                BookingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        match self {
+            ApiError::BadParameter { field, message } => ErrorBody {
+                code: "invalid_parameter".into(),
+                message: message.clone(),
+                field: Some(field.clone()),
+            },
+            ApiError::Booking(e) => ErrorBody {
+                code: e.code().into(),
+                message: e.message(),
+                field: None,
+            },
+            ApiError::Store(_) => ErrorBody {
+                code: "internal_error".into(),
+                message: BookingError::Store(StoreError::Corrupt(String::new())).message(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?anyhow::Error::from(self), "request failed");
+            return (status, Json(self_body_for_5xx())).into_response();
+        }
+        (status, Json(self.body())).into_response()
+    }
+}
+
+fn self_body_for_5xx() -> ErrorBody {
+    ErrorBody {
+        code: "internal_error".into(),
+        message: BookingError::Store(StoreError::Corrupt(String::new())).message(),
+        field: None,
+    }
+}
+
+/// A JSON 404 for paths under `/api` that match no route.
+pub async fn api_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(ErrorBody {
+            code: "not_found".into(),
+            message: "Cette adresse ne correspond à aucune ressource de l'API. Voir /api/v1/openapi.json.".into(),
+            field: None,
+        }),
+    )
+        .into_response()
+}
