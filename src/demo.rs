@@ -309,41 +309,42 @@ fn communes() -> Vec<CommuneSpec> {
     ]
 }
 
-/// Demo citizens: (name, mobile from the fiction range, e-mail).
-const CITIZENS: &[(&str, &str, &str)] = &[
-    ("Marie Dupont", "+33639980001", "marie.dupont@exemple.fr"),
-    ("Jean Martin", "+33639980002", "jean.martin@exemple.fr"),
-    ("Fatima Benali", "+33639980003", "fatima.benali@exemple.fr"),
-    ("Lucas Bernard", "+33639980004", "lucas.bernard@exemple.fr"),
-    ("Chantal Morel", "+33639980005", "chantal.morel@exemple.fr"),
-    ("Kevin Girard", "+33639980006", "kevin.girard@exemple.fr"),
-    (
-        "Sophie Lambert",
-        "+33639980007",
-        "sophie.lambert@exemple.fr",
-    ),
-    (
-        "Robert Fontaine",
-        "+33639980008",
-        "robert.fontaine@exemple.fr",
-    ),
-    ("Amina Diallo", "+33639980009", "amina.diallo@exemple.fr"),
-    (
-        "Pierre Rousseau",
-        "+33639980010",
-        "pierre.rousseau@exemple.fr",
-    ),
-    (
-        "Nathalie Blanc",
-        "+33639980011",
-        "nathalie.blanc@exemple.fr",
-    ),
-    (
-        "Thomas Chevalier",
-        "+33639980012",
-        "thomas.chevalier@exemple.fr",
-    ),
+const FIRST_NAMES: &[&str] = &[
+    "Marie", "Jean", "Fatima", "Lucas", "Chantal", "Kevin", "Sophie", "Robert", "Amina", "Pierre",
+    "Nathalie", "Thomas",
 ];
+const LAST_NAMES: &[&str] = &[
+    "Dupont",
+    "Martin",
+    "Benali",
+    "Bernard",
+    "Morel",
+    "Girard",
+    "Lambert",
+    "Fontaine",
+    "Diallo",
+    "Rousseau",
+    "Blanc",
+    "Chevalier",
+    "Perrin",
+];
+
+/// Demo citizen `n`: a name, a mobile number from the fiction range (06 39 98 00 01 …) and an
+/// e-mail address, all distinct per `n`.
+fn demo_citizen(n: usize) -> (String, String, String) {
+    let first = FIRST_NAMES[n % FIRST_NAMES.len()];
+    let last = LAST_NAMES[(n * 5) % LAST_NAMES.len()];
+    (
+        format!("{first} {last}"),
+        format!("+3363998{:04}", n + 1),
+        format!(
+            "{}.{}{}@exemple.fr",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            n + 1
+        ),
+    )
+}
 
 struct Seeded {
     commune: CommuneId,
@@ -532,7 +533,7 @@ async fn seed_bookings(engine: &Engine, seeded: &[Seeded], today: NaiveDate) -> 
             let wanted = if i == 0 { 4 } else { 1 };
             let stride = (slots.len() / (wanted + 1)).max(1);
             for slot in slots.iter().skip(stride / 2).step_by(stride).take(wanted) {
-                let (name, phone, email) = CITIZENS[citizen % CITIZENS.len()];
+                let (name, phone, email) = demo_citizen(citizen);
                 let channel = channels[citizen % channels.len()];
                 citizen += 1;
                 let ants = if i == 0 {
@@ -547,10 +548,10 @@ async fn seed_bookings(engine: &Engine, seeded: &[Seeded], today: NaiveDate) -> 
                     location: Some(slot.location_id),
                     persons: 1,
                     citizen: Citizen {
-                        name: CitizenName::parse(name)?,
-                        phone: Some(PhoneE164::parse(phone)?),
+                        name: CitizenName::parse(&name)?,
+                        phone: Some(PhoneE164::parse(&phone)?),
                         email: (channel == Channel::Web)
-                            .then(|| Email::parse(email))
+                            .then(|| Email::parse(&email))
                             .transpose()?,
                         ants_application_ids: ants,
                     },

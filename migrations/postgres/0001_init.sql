@@ -20,7 +20,7 @@ CREATE TABLE communes (
 );
 
 CREATE TABLE commune_phone_numbers (
-    number     TEXT   PRIMARY KEY,
+    number     TEXT   CONSTRAINT commune_phone_numbers_number_key PRIMARY KEY,
     commune_id BIGINT NOT NULL REFERENCES communes (id) ON DELETE CASCADE
 );
 

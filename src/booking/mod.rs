@@ -335,19 +335,23 @@ impl Engine {
         }
     }
 
-    /// Reads an appointment to learn its planning, then opens a transaction that locks the
-    /// planning and then the appointment — always in that order, so that two transactions never
-    /// wait for each other in a circle.
-    async fn open(
-        &self,
-        id: AppointmentId,
-        also_lock: &[PlanningId],
-    ) -> Result<(Box<dyn StoreTx>, Appointment)> {
-        let before = self
-            .store
+    async fn appointment(&self, id: AppointmentId) -> Result<Appointment> {
+        self.store
             .appointment(id)
             .await?
-            .ok_or(BookingError::AppointmentNotFound)?;
+            .ok_or(BookingError::AppointmentNotFound)
+    }
+
+    /// Opens a transaction that locks the planning of `before` (and `also_lock`), then the
+    /// appointment itself, and reads it again under the lock. Locks are always taken in that
+    /// order, plannings by ascending id, so two transactions never wait for each other in a
+    /// circle. Anything else the operation needs is read before: inside the transaction a
+    /// second pool connection could be waiting behind this one.
+    async fn open(
+        &self,
+        before: &Appointment,
+        also_lock: &[PlanningId],
+    ) -> Result<(Box<dyn StoreTx>, Appointment)> {
         let mut plannings: Vec<PlanningId> = also_lock.to_vec();
         plannings.push(before.planning_id);
         plannings.sort_unstable();
@@ -357,10 +361,17 @@ impl Engine {
             tx.lock_planning(planning).await?;
         }
         let appointment = tx
-            .appointment(id)
+            .appointment(before.id)
             .await?
             .ok_or(BookingError::AppointmentNotFound)?;
         Ok((tx, appointment))
+    }
+
+    async fn commune_of(&self, appointment: &Appointment) -> Result<Commune> {
+        self.store
+            .commune(appointment.commune_id)
+            .await?
+            .ok_or(BookingError::CommuneNotFound)
     }
 
     /// Confirms a held appointment (after the citizen typed the right code). Confirming twice
@@ -371,7 +382,15 @@ impl Engine {
 
     async fn confirm_once(&self, id: AppointmentId) -> Result<Appointment> {
         let now = self.clock.now();
-        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        let before = self.appointment(id).await?;
+        let commune = self.commune_of(&before).await?;
+        let category = self
+            .store
+            .service(before.service_id)
+            .await?
+            .ok_or(BookingError::ServiceNotFound)?
+            .category;
+        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         match appointment.effective_status(now) {
             Status::Confirmed => return Ok(appointment),
             Status::Held => {}
@@ -399,18 +418,8 @@ impl Engine {
                     return Err(BookingError::HoldExpired);
                 };
                 appointment.seat = Some(seat);
-                let commune = self
-                    .store
-                    .commune(appointment.commune_id)
-                    .await?
-                    .ok_or(BookingError::CommuneNotFound)?;
                 if !commune.allow_multiple_per_category {
-                    let service = self
-                        .store
-                        .service(appointment.service_id)
-                        .await?
-                        .ok_or(BookingError::ServiceNotFound)?;
-                    let claims = claims_of(&appointment.citizen, service.category);
+                    let claims = claims_of(&appointment.citizen, category);
                     if let Some(holder) = take_claims(tx.as_mut(), &claims, id, now).await? {
                         drop(tx);
                         return Err(self.duplicate(holder).await);
@@ -438,7 +447,8 @@ impl Engine {
 
     async fn cancel_once(&self, id: AppointmentId, how: &Cancellation) -> Result<Appointment> {
         let now = self.clock.now();
-        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        let before = self.appointment(id).await?;
+        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         let (target, reason) = match how {
             Cancellation::ByCitizen => (Status::CancelledByCitizen, None),
             Cancellation::ByCommune { reason } => {
@@ -485,11 +495,7 @@ impl Engine {
         location: Option<LocationId>,
     ) -> Result<Appointment> {
         let now = self.clock.now();
-        let current = self
-            .store
-            .appointment(id)
-            .await?
-            .ok_or(BookingError::AppointmentNotFound)?;
+        let current = self.appointment(id).await?;
         check_movable(&current, now)?;
         if current.starts_at == start && location.is_none_or(|l| l == current.location_id) {
             return Ok(current);
@@ -513,7 +519,7 @@ impl Engine {
             .map(|o| (o.planning_id, o.location_id))
             .collect();
         let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
-        let (mut tx, mut old) = self.open(id, &lock).await?;
+        let (mut tx, mut old) = self.open(&current, &lock).await?;
         check_movable(&old, now)?;
 
         // Release the old seat first, inside the transaction: a move to an overlapping time on
@@ -567,7 +573,9 @@ impl Engine {
 
     async fn mark_once(&self, id: AppointmentId, attendance: Attendance) -> Result<Appointment> {
         let now = self.clock.now();
-        let (mut tx, mut appointment) = self.open(id, &[]).await?;
+        let before = self.appointment(id).await?;
+        let commune = self.commune_of(&before).await?;
+        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         let target = match attendance {
             Attendance::Honoured => Status::Honoured,
             Attendance::NoShow => Status::NoShow,
@@ -578,11 +586,6 @@ impl Engine {
             Status::Confirmed | Status::Honoured | Status::NoShow => {}
             other => return Err(BookingError::NotModifiable(other)),
         }
-        let commune = self
-            .store
-            .commune(appointment.commune_id)
-            .await?
-            .ok_or(BookingError::CommuneNotFound)?;
         if commune.local_date(appointment.starts_at) > commune.local_date(now) {
             return Err(BookingError::TooEarlyToMark);
         }

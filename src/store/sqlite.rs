@@ -33,9 +33,9 @@ fn opt_ts(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(ts)
 }
 
-/// Maps SQLite's errors to the store's: busy and locked are transient; constraint failures are
-/// named the way PostgreSQL names them (`{table}_{column}_key`, `{table}_pkey`) or, for our
-/// triggers and named CHECKs, by the constraint's own name.
+/// Maps SQLite's errors to the store's: busy and locked are transient; a unique violation is
+/// named `{table}_{columns}_key` (PostgreSQL's default name, which the PostgreSQL schema also
+/// uses for primary keys that callers care about); our triggers and named CHECKs by their name.
 fn map_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code().unwrap_or_default();
@@ -45,13 +45,12 @@ fn map_err(e: sqlx::Error) -> StoreError {
             return StoreError::Transient(e);
         }
         let message = db.message();
-        if let Some(cols) = message.strip_prefix("UNIQUE constraint failed: ") {
-            return StoreError::Constraint(unique_name(cols, "key"));
-        }
-        if code == "1555"
-            && let Some(cols) = message.strip_prefix("PRIMARY KEY constraint failed: ")
+        // Unique indexes and primary keys alike ("PRIMARY KEY" for rowid tables).
+        if let Some(cols) = message
+            .strip_prefix("UNIQUE constraint failed: ")
+            .or_else(|| message.strip_prefix("PRIMARY KEY constraint failed: "))
         {
-            return StoreError::Constraint(unique_name(cols, "pkey"));
+            return StoreError::Constraint(unique_name(cols));
         }
         if let Some(name) = message.strip_prefix("CHECK constraint failed: ") {
             return StoreError::Constraint(name.trim().to_owned());
@@ -63,9 +62,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e)
 }
 
-/// `communes.slug` → `communes_slug_key`; `citizen_claims.category, citizen_claims.kind, …` →
-/// `citizen_claims_pkey` for a primary key.
-fn unique_name(cols: &str, suffix: &str) -> String {
+/// `communes.slug` → `communes_slug_key`.
+fn unique_name(cols: &str) -> String {
     let mut table = "";
     let mut names = Vec::new();
     for col in cols.split(',') {
@@ -74,11 +72,7 @@ fn unique_name(cols: &str, suffix: &str) -> String {
             names.push(c);
         }
     }
-    if suffix == "pkey" {
-        format!("{table}_pkey")
-    } else {
-        format!("{table}_{}_{suffix}", names.join("_"))
-    }
+    format!("{table}_{}_key", names.join("_"))
 }
 
 impl SqliteStore {

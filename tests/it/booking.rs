@@ -1,0 +1,481 @@
+//! The booking engine, on both backends: hold, confirm, cancel, move, mark; expiry without a
+//! sweeper; duplicates refused with where and when; validation.
+
+use crate::both_backends;
+use crate::helpers::{TestDb, World, WorldOptions, paris};
+use chrono::Duration;
+use guichet::booking::{Attendance, BookingError, BookingMode, Cancellation};
+use guichet::domain::slots::SlotFilter;
+use guichet::domain::{AntsApplicationId, Channel, Status};
+use guichet::store::NewClosure;
+
+fn tuesday(h: u32, m: u32) -> chrono::DateTime<chrono::Utc> {
+    paris("2026-12-01", h, m)
+}
+
+async fn free_starts(w: &World, location: Option<i64>) -> Vec<chrono::DateTime<chrono::Utc>> {
+    w.engine
+        .free_slots(
+            w.commune,
+            w.titres,
+            SlotFilter {
+                persons: 1,
+                location,
+                from: "2026-12-01".parse().unwrap(),
+                to: "2026-12-01".parse().unwrap(),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.start)
+        .collect()
+}
+
+async fn hold_confirm_cancel(db: TestDb) {
+    let w = World::new(db).await;
+    let nine = tuesday(9, 0);
+    let mut request = w.request(w.titres, nine, 1);
+    request.location = Some(w.town_hall);
+    let held = w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    assert_eq!(held.status, Status::Held);
+    assert_eq!(held.planning_id, w.counter);
+    assert_eq!(held.seat, Some(1));
+    assert_eq!(held.ends_at - held.starts_at, Duration::minutes(20));
+    assert_eq!(
+        held.hold_expires_at,
+        Some(w.engine.now() + Duration::minutes(10))
+    );
+    // The held slot is no longer offered at the town hall.
+    assert!(!free_starts(&w, Some(w.town_hall)).await.contains(&nine));
+
+    let confirmed = w.engine.confirm(held.id).await.unwrap();
+    assert_eq!(confirmed.status, Status::Confirmed);
+    assert_eq!(confirmed.hold_expires_at, None);
+    assert_eq!(confirmed.version, 2);
+    assert_eq!(
+        w.engine.confirm(held.id).await.unwrap().version,
+        2,
+        "confirming twice is harmless"
+    );
+
+    let cancelled = w
+        .engine
+        .cancel(held.id, &Cancellation::ByCitizen)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::CancelledByCitizen);
+    assert_eq!(cancelled.seat, None);
+    assert!(free_starts(&w, Some(w.town_hall)).await.contains(&nine));
+    assert_eq!(
+        w.engine
+            .cancel(held.id, &Cancellation::ByCitizen)
+            .await
+            .unwrap()
+            .version,
+        cancelled.version,
+        "cancelling twice is harmless"
+    );
+    let err = w.engine.confirm(held.id).await.unwrap_err();
+    assert!(
+        matches!(err, BookingError::NotModifiable(Status::CancelledByCitizen)),
+        "{err:?}"
+    );
+    let stored = w.store().appointment(held.id).await.unwrap().unwrap();
+    assert_eq!(stored, cancelled);
+}
+both_backends!(hold_then_confirm_then_cancel, hold_confirm_cancel);
+
+async fn first_available_fills_plannings_in_order(db: TestDb) {
+    let w = World::new(db).await;
+    let nine = tuesday(9, 0);
+    // No location: the counter (1 seat) first, then the annex's two seats, then nothing.
+    let plannings: Vec<_> = {
+        let mut out = Vec::new();
+        for n in 1..=3 {
+            out.push(w.hold(nine, n).await);
+        }
+        out.iter().map(|a| (a.planning_id, a.seat)).collect()
+    };
+    assert_eq!(
+        plannings,
+        [
+            (w.counter, Some(1)),
+            (w.annex_planning, Some(1)),
+            (w.annex_planning, Some(2))
+        ]
+    );
+    let err = w
+        .engine
+        .book(&w.request(w.titres, nine, 4), BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotTaken), "{err:?}");
+    assert!(!free_starts(&w, None).await.contains(&nine));
+}
+both_backends!(first_available, first_available_fills_plannings_in_order);
+
+async fn expired_holds_stop_counting_by_themselves(db: TestDb) {
+    let w = World::new(db).await;
+    let nine = tuesday(9, 0);
+    let mut request = w.request(w.titres, nine, 1);
+    request.location = Some(w.town_hall);
+    let first = w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    w.clock.advance(Duration::minutes(10));
+    // Nothing ran in between, yet the slot is free again and the effective status is expired.
+    assert!(free_starts(&w, Some(w.town_hall)).await.contains(&nine));
+    let stored = w.store().appointment(first.id).await.unwrap().unwrap();
+    assert_eq!(stored.effective_status(w.engine.now()), Status::Expired);
+    // A lapsed hold whose seat is still free can still be confirmed.
+    let confirmed = w.engine.confirm(first.id).await.unwrap();
+    assert_eq!(confirmed.status, Status::Confirmed);
+    assert_eq!(confirmed.seat, Some(1));
+
+    // Another hold lapses and someone else takes the seat: confirming it is refused.
+    let ten = tuesday(10, 0);
+    let mut request = w.request(w.titres, ten, 2);
+    request.location = Some(w.town_hall);
+    let lapsed = w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    w.clock.advance(Duration::minutes(11));
+    let mut other = w.request(w.titres, ten, 3);
+    other.location = Some(w.town_hall);
+    let taker = w.engine.book(&other, BookingMode::Hold).await.unwrap();
+    assert_eq!(taker.seat, Some(1));
+    let err = w.engine.confirm(lapsed.id).await.unwrap_err();
+    assert!(matches!(err, BookingError::HoldExpired), "{err:?}");
+    let lapsed = w.store().appointment(lapsed.id).await.unwrap().unwrap();
+    assert_eq!(
+        lapsed.status,
+        Status::Expired,
+        "the booking transaction wrote the expiry down"
+    );
+    assert_eq!(lapsed.seat, None);
+}
+both_backends!(expired_holds, expired_holds_stop_counting_by_themselves);
+
+async fn moves_are_atomic(db: TestDb) {
+    let w = World::new(db).await;
+    let mut request = w.request(w.titres, tuesday(9, 0), 1);
+    request.location = Some(w.town_hall);
+    let original = w
+        .engine
+        .book(&request, BookingMode::Confirmed)
+        .await
+        .unwrap();
+    let mut blocker = w.request(w.titres, tuesday(10, 0), 2);
+    blocker.location = Some(w.town_hall);
+    w.engine
+        .book(&blocker, BookingMode::Confirmed)
+        .await
+        .unwrap();
+
+    // Onto a taken slot: refused, and nothing changed.
+    let err = w
+        .engine
+        .move_to(original.id, tuesday(10, 0), Some(w.town_hall))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotTaken), "{err:?}");
+    assert_eq!(
+        w.store().appointment(original.id).await.unwrap().unwrap(),
+        original
+    );
+    // Onto a time that is not a slot: refused too.
+    let err = w
+        .engine
+        .move_to(original.id, tuesday(9, 10), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotUnavailable), "{err:?}");
+
+    // Twenty minutes later on the same single-seat counter (overlapping nothing but itself).
+    let moved = w
+        .engine
+        .move_to(original.id, tuesday(9, 20), Some(w.town_hall))
+        .await
+        .unwrap();
+    assert_eq!(moved.status, Status::Confirmed);
+    assert_eq!(moved.replaces_id, Some(original.id));
+    assert_eq!(moved.citizen, original.citizen);
+    let old = w.store().appointment(original.id).await.unwrap().unwrap();
+    assert_eq!(old.status, Status::Moved);
+    assert_eq!(old.seat, None);
+    let free = free_starts(&w, Some(w.town_hall)).await;
+    assert!(free.contains(&tuesday(9, 0)));
+    assert!(!free.contains(&tuesday(9, 20)));
+    // The citizen's claim went with the appointment: a second booking is still a duplicate.
+    let err = w
+        .engine
+        .book(&w.request(w.titres, tuesday(11, 0), 1), BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::Duplicate(Some(_))), "{err:?}");
+    // The old appointment cannot be moved again.
+    let err = w
+        .engine
+        .move_to(original.id, tuesday(11, 0), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BookingError::NotModifiable(Status::Moved)),
+        "{err:?}"
+    );
+    // A move to a slot that overlaps the current one on a 1-seat planning works (the old seat
+    // is released in the same transaction).
+    let shifted = w
+        .engine
+        .move_to(moved.id, tuesday(9, 40), Some(w.town_hall))
+        .await
+        .unwrap();
+    assert_eq!(shifted.seat, Some(1));
+}
+both_backends!(moves, moves_are_atomic);
+
+async fn commune_cancellation_and_attendance(db: TestDb) {
+    let w = World::new(db).await;
+    let a = w
+        .engine
+        .book(
+            &w.request(w.titres, tuesday(9, 0), 1),
+            BookingMode::Confirmed,
+        )
+        .await
+        .unwrap();
+    let err = w.engine.mark(a.id, Attendance::Honoured).await.unwrap_err();
+    assert!(matches!(err, BookingError::TooEarlyToMark), "{err:?}");
+    // On the day, at 9:05, the agent marks the citizen as present, then corrects to absent.
+    w.clock.set(tuesday(9, 5));
+    assert_eq!(
+        w.engine
+            .mark(a.id, Attendance::Honoured)
+            .await
+            .unwrap()
+            .status,
+        Status::Honoured
+    );
+    let absent = w.engine.mark(a.id, Attendance::NoShow).await.unwrap();
+    assert_eq!(absent.status, Status::NoShow);
+    assert!(absent.seat.is_some(), "a past appointment keeps its seat");
+    // A citizen cannot cancel once it started; the commune can cancel another one with a reason.
+    let b = w
+        .engine
+        .book(
+            &w.request(w.titres, tuesday(11, 0), 2),
+            BookingMode::Confirmed,
+        )
+        .await
+        .unwrap();
+    let reason = "Station biométrique en panne".to_owned();
+    let cancelled = w
+        .engine
+        .cancel(
+            b.id,
+            &Cancellation::ByCommune {
+                reason: reason.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::CancelledByCommune);
+    assert_eq!(cancelled.cancel_reason.as_deref(), Some(reason.as_str()));
+    w.clock.set(tuesday(11, 30));
+    let c = w
+        .engine
+        .book(
+            &w.request(w.titres, tuesday(11, 40), 3),
+            BookingMode::Confirmed,
+        )
+        .await
+        .unwrap();
+    w.clock.set(tuesday(11, 45));
+    let err = w
+        .engine
+        .cancel(c.id, &Cancellation::ByCitizen)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::AlreadyStarted), "{err:?}");
+    let err = w
+        .engine
+        .cancel(uuid::Uuid::new_v4(), &Cancellation::ByCitizen)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::AppointmentNotFound), "{err:?}");
+}
+both_backends!(
+    cancellation_and_attendance,
+    commune_cancellation_and_attendance
+);
+
+async fn duplicates_are_refused_with_where_and_when(db: TestDb) {
+    let w = World::new(db).await;
+    let first = w
+        .engine
+        .book(
+            &w.request(w.titres, tuesday(9, 0), 1),
+            BookingMode::Confirmed,
+        )
+        .await
+        .unwrap();
+    // Same mobile number, same category, another day: refused, saying where and when.
+    let mut again = w.request(w.titres, paris("2026-12-02", 10, 0), 1);
+    again.citizen.email = None;
+    let err = w.engine.book(&again, BookingMode::Hold).await.unwrap_err();
+    let message = err.message();
+    assert!(matches!(err, BookingError::Duplicate(Some(_))), "{err:?}");
+    assert!(
+        message.contains("mardi 1er décembre 2026 à 9 h"),
+        "{message}"
+    );
+    assert!(message.contains("Hôtel de ville"), "{message}");
+    assert!(message.contains("Ville de testville"), "{message}");
+    assert!(message.contains("déplacez ou annulez"), "{message}");
+    // Same e-mail (in another case), another phone: refused too.
+    let mut by_email = w.request(w.titres, paris("2026-12-02", 10, 0), 2);
+    by_email.citizen.email = Some(guichet::domain::Email::parse("CITOYEN1@exemple.fr").unwrap());
+    let err = w
+        .engine
+        .book(&by_email, BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::Duplicate(_)), "{err:?}");
+    // Another category is fine.
+    w.engine
+        .book(&w.request(w.school, tuesday(9, 0), 1), BookingMode::Hold)
+        .await
+        .unwrap();
+    // Once the first is cancelled, the citizen may book again.
+    w.engine
+        .cancel(first.id, &Cancellation::ByCitizen)
+        .await
+        .unwrap();
+    w.engine.book(&again, BookingMode::Hold).await.unwrap();
+    // ANTS application ids count across communes.
+    let mut with_ants = w.request(w.titres, tuesday(10, 0), 5);
+    with_ants.citizen.ants_application_ids = vec![AntsApplicationId::parse("ABCDE12345").unwrap()];
+    w.engine
+        .book(&with_ants, BookingMode::Confirmed)
+        .await
+        .unwrap();
+    let other = World::with(
+        w.db.shared(),
+        WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    let mut elsewhere = other.request(other.titres, tuesday(10, 0), 6);
+    elsewhere.citizen.ants_application_ids = vec![AntsApplicationId::parse("abcde12345").unwrap()];
+    let err = other
+        .engine
+        .book(&elsewhere, BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("Ville de testville"),
+        "{}",
+        err.message()
+    );
+}
+both_backends!(duplicates, duplicates_are_refused_with_where_and_when);
+
+async fn communes_may_allow_several(db: TestDb) {
+    let w = World::with(
+        db,
+        WorldOptions {
+            allow_multiple: true,
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    w.hold(tuesday(9, 0), 1).await;
+    w.hold(tuesday(10, 0), 1).await;
+}
+both_backends!(allowed_multiple, communes_may_allow_several);
+
+async fn requests_are_validated(db: TestDb) {
+    let w = World::new(db).await;
+    let engine = &w.engine;
+    let book = |r| async move { engine.book(&r, BookingMode::Hold).await.unwrap_err() };
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.persons = 4;
+    assert!(matches!(
+        book(r).await,
+        BookingError::InvalidPersons { max: 3 }
+    ));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.persons = 0;
+    assert!(matches!(book(r).await, BookingError::InvalidPersons { .. }));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.citizen.phone = None;
+    r.citizen.email = None;
+    assert!(matches!(book(r).await, BookingError::ContactRequired));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.channel = Channel::Phone;
+    r.citizen.phone = None;
+    assert!(matches!(book(r).await, BookingError::ContactRequired));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.citizen.ants_application_ids = vec![
+        AntsApplicationId::parse("ABCDE12345").unwrap(),
+        AntsApplicationId::parse("ABCDE12346").unwrap(),
+    ];
+    assert!(matches!(
+        book(r).await,
+        BookingError::TooManyAntsIds { persons: 1 }
+    ));
+    let mut r = w.request(w.school, tuesday(9, 0), 1);
+    r.citizen.ants_application_ids = vec![AntsApplicationId::parse("ABCDE12345").unwrap()];
+    assert!(matches!(book(r).await, BookingError::AntsNotExpected));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.persons = 2;
+    r.citizen.ants_application_ids = vec![AntsApplicationId::parse("ABCDE12345").unwrap(); 2];
+    assert!(matches!(book(r).await, BookingError::RepeatedAntsId));
+    // Not a slot: off the grid, outside hours, in the past, on a Saturday, on a holiday.
+    for start in [
+        tuesday(9, 5),
+        tuesday(12, 0),
+        paris("2026-11-30", 7, 0),
+        paris("2026-12-05", 9, 0),
+        paris("2026-12-25", 9, 0),
+        paris("2027-03-01", 9, 0),
+    ] {
+        let err = book(w.request(w.titres, start, 1)).await;
+        assert!(
+            matches!(err, BookingError::SlotUnavailable),
+            "{start}: {err:?}"
+        );
+    }
+    // The school service is only at the annex.
+    let mut r = w.request(w.school, tuesday(9, 0), 1);
+    r.location = Some(w.town_hall);
+    assert!(matches!(book(r).await, BookingError::SlotUnavailable));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.service = 9999;
+    assert!(matches!(book(r).await, BookingError::ServiceNotFound));
+    let mut r = w.request(w.titres, tuesday(9, 0), 1);
+    r.location = Some(9999);
+    assert!(matches!(book(r).await, BookingError::LocationNotFound));
+    // A closure of the counter moves bookings to the annex.
+    w.store()
+        .insert_closure(&NewClosure {
+            commune_id: w.commune,
+            planning_id: Some(w.counter),
+            location_id: None,
+            starts_at: tuesday(8, 0),
+            ends_at: tuesday(12, 0),
+            reason: "Formation".into(),
+        })
+        .await
+        .unwrap();
+    let a = w.hold(tuesday(9, 0), 1).await;
+    assert_eq!(a.planning_id, w.annex_planning);
+    // Three persons take one hour on one seat.
+    let mut r = w.request(w.titres, tuesday(10, 0), 2);
+    r.persons = 3;
+    let family = w.engine.book(&r, BookingMode::Hold).await.unwrap();
+    assert_eq!(family.ends_at - family.starts_at, Duration::hours(1));
+    assert_eq!(family.persons, 3);
+}
+both_backends!(validation, requests_are_validated);
