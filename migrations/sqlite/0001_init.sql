@@ -127,6 +127,9 @@ CREATE TABLE appointments (
 CREATE INDEX appointments_planning_time ON appointments (planning_id, starts_at);
 CREATE INDEX appointments_commune_time ON appointments (commune_id, starts_at);
 CREATE INDEX appointments_held ON appointments (planning_id, hold_expires_at) WHERE status = 'held';
+-- Covers the free-slot search's occupancy query, so that it never reads the table itself.
+CREATE INDEX appointments_occupancy ON appointments
+    (commune_id, starts_at, ends_at, planning_id, seat, status, hold_expires_at) WHERE seat IS NOT NULL;
 
 -- Invariant 1 in the database: one seat never carries two overlapping appointments, and no seat
 -- exceeds the planning's capacity. (PostgreSQL has an exclusion constraint of the same name.)

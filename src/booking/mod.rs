@@ -150,7 +150,8 @@ impl Engine {
         }
     }
 
-    /// Loads the commune's rules for `service` and the closures over local dates `from..=to`.
+    /// Loads the commune's rules for `service` and the closures over local dates `from..=to`,
+    /// with the queries in parallel (each goes to its own pooled connection).
     pub async fn slot_context(
         &self,
         commune: CommuneId,
@@ -158,30 +159,32 @@ impl Engine {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<SlotContext> {
-        let commune = self
-            .store
-            .commune(commune)
-            .await?
-            .ok_or(BookingError::CommuneNotFound)?;
-        let service = self
-            .store
-            .service(service)
-            .await?
+        let (start, end) = utc_span(from, to);
+        let store = &self.store;
+        let (found, service, locations, plannings, rules, closures) = tokio::try_join!(
+            store.commune(commune),
+            store.service(service),
+            store.locations(commune),
+            store.plannings(commune),
+            store.opening_rules(commune),
+            store.closures(commune, start, end),
+        )?;
+        let commune = found.ok_or(BookingError::CommuneNotFound)?;
+        let service = service
             .filter(|s| s.commune_id == commune.id && s.active)
             .ok_or(BookingError::ServiceNotFound)?;
-        let (start, end) = utc_span(from, to);
         Ok(SlotContext {
-            locations: self.store.locations(commune.id).await?,
-            plannings: self.store.plannings(commune.id).await?,
-            rules: self.store.opening_rules(commune.id).await?,
-            closures: self.store.closures(commune.id, start, end).await?,
             commune,
             service,
+            locations,
+            plannings,
+            rules,
+            closures,
         })
     }
 
-    /// Free slots of a service, in time order. With a limit, the search reads a week at a time
-    /// and stops as soon as it has enough — the next 20 slots should not cost a 90-day scan.
+    /// Free slots of a service, in time order. With a limit, the search reads a few days at a
+    /// time and stops as soon as it has enough — the next 20 slots should not cost a 90-day scan.
     pub async fn free_slots(
         &self,
         commune: CommuneId,
@@ -189,8 +192,8 @@ impl Engine {
         filter: SlotFilter,
     ) -> Result<Vec<FreeSlot>> {
         let now = self.clock.now();
-        let mut ctx = self
-            .slot_context(commune, service, filter.from, filter.from)
+        let ctx = self
+            .slot_context(commune, service, filter.from, filter.to)
             .await?;
         if let Some(location) = filter.location
             && !ctx.locations.iter().any(|l| l.id == location && l.active)
@@ -201,20 +204,12 @@ impl Engine {
         let (from, to) = (filter.from.max(first), filter.to.min(last));
         let mut found: Vec<FreeSlot> = Vec::new();
         let mut window_start = from;
-        let mut window_days = if filter.limit.is_some() {
-            7
-        } else {
-            i64::MAX / 4
-        };
+        let mut window_days: i64 = if filter.limit.is_some() { 3 } else { 100_000 };
         while window_start <= to {
             let window_end = window_start
-                .checked_add_signed(Duration::days(window_days.min(100_000) - 1))
+                .checked_add_signed(Duration::days(window_days - 1))
                 .map_or(to, |d| d.min(to));
             let (span_start, span_end) = utc_span(window_start, window_end);
-            ctx.closures = self
-                .store
-                .closures(ctx.commune.id, span_start, span_end)
-                .await?;
             let occupancy = Occupancy::new(
                 self.store
                     .occupancy(ctx.commune.id, span_start, span_end, now)
@@ -234,7 +229,7 @@ impl Engine {
                 Some(d) => d,
                 None => break,
             };
-            window_days *= 2;
+            window_days = (window_days * 2).min(100_000);
         }
         Ok(found)
     }

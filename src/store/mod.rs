@@ -274,7 +274,8 @@ mod sql {
         () => {
             "SELECT id, slug, name, insee_code, timezone, population, switchboard_number, switchboard_hours, \
              reminder_delay_hours, quiet_start_minute, quiet_end_minute, sms_sender, \
-             allow_multiple_per_category FROM communes"
+             allow_multiple_per_category, (SELECT string_agg(n.number, ',' ORDER BY n.number) \
+             FROM commune_phone_numbers n WHERE n.commune_id = communes.id) AS phone_numbers FROM communes"
         };
     }
     pub const COMMUNES: &str = concat!(commune_columns!(), " ORDER BY name");
@@ -286,9 +287,6 @@ mod sql {
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
     pub const INSERT_PHONE_NUMBER: &str =
         "INSERT INTO commune_phone_numbers (number, commune_id) VALUES ($1, $2)";
-    pub const PHONE_NUMBERS: &str =
-        "SELECT number, commune_id FROM commune_phone_numbers ORDER BY number";
-    pub const PHONE_NUMBERS_OF: &str = "SELECT number, commune_id FROM commune_phone_numbers WHERE commune_id = $1 ORDER BY number";
     pub const COMMUNE_OF_NUMBER: &str =
         "SELECT commune_id FROM commune_phone_numbers WHERE number = $1";
 
@@ -323,12 +321,11 @@ mod sql {
         end_minute, step_minutes, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
     pub const INSERT_RULE_SERVICE: &str =
         "INSERT INTO opening_rule_services (rule_id, service_id) VALUES ($1, $2)";
+    /// One row per rule, its services aggregated (`string_agg` exists in both databases).
     pub const RULES: &str = "SELECT r.id, r.planning_id, r.location_id, r.weekdays, r.start_minute, r.end_minute, \
-        r.step_minutes, r.valid_from, r.valid_until FROM opening_rules r \
-        JOIN plannings p ON p.id = r.planning_id WHERE p.commune_id = $1 ORDER BY r.id";
-    pub const RULE_SERVICES: &str = "SELECT rs.rule_id, rs.service_id FROM opening_rule_services rs \
-        JOIN opening_rules r ON r.id = rs.rule_id JOIN plannings p ON p.id = r.planning_id \
-        WHERE p.commune_id = $1 ORDER BY rs.rule_id, rs.service_id";
+        r.step_minutes, r.valid_from, r.valid_until, (SELECT string_agg(CAST(rs.service_id AS TEXT), ',' \
+        ORDER BY rs.service_id) FROM opening_rule_services rs WHERE rs.rule_id = r.id) AS service_ids \
+        FROM opening_rules r JOIN plannings p ON p.id = r.planning_id WHERE p.commune_id = $1 ORDER BY r.id";
 
     pub const INSERT_CLOSURE: &str = "INSERT INTO closures (commune_id, planning_id, location_id, starts_at, ends_at, reason) \
         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";

@@ -5,7 +5,7 @@
 //! [`LOCK_WAIT`], a deadlock or a serialization failure is reported as transient, and the engine
 //! runs the transaction again.
 
-use super::rows::{self, *};
+use super::rows::*;
 use super::{
     Backend, Claim, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule, NewPlanning,
     NewService, Result, Store, StoreError, StoreTx, sql,
@@ -66,23 +66,6 @@ impl PgStore {
 
     async fn write_tx(&self) -> Result<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_err)
-    }
-
-    async fn phone_numbers(&self) -> Result<Vec<PhoneNumberRow>> {
-        sqlx::query_as(sql::PHONE_NUMBERS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn one_commune(&self, row: Option<CommuneRow>) -> Result<Option<Commune>> {
-        let Some(row) = row else { return Ok(None) };
-        let numbers: Vec<PhoneNumberRow> = sqlx::query_as(sql::PHONE_NUMBERS_OF)
-            .bind(row.id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        row.into_domain(&numbers).map(Some)
     }
 }
 
@@ -151,7 +134,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows::communes(rows, &self.phone_numbers().await?)
+        rows.into_iter().map(CommuneRow::into_domain).collect()
     }
 
     async fn commune(&self, id: CommuneId) -> Result<Option<Commune>> {
@@ -160,7 +143,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        self.one_commune(row).await
+        row.map(CommuneRow::into_domain).transpose()
     }
 
     async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
@@ -169,7 +152,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        self.one_commune(row).await
+        row.map(CommuneRow::into_domain).transpose()
     }
 
     async fn commune_by_phone_number(&self, number: &str) -> Result<Option<Commune>> {
@@ -294,12 +277,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        let services: Vec<RuleServiceRow> = sqlx::query_as(sql::RULE_SERVICES)
-            .bind(commune)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        rows::opening_rules(rules, services)
+        rules.into_iter().map(OpeningRule::try_from).collect()
     }
 
     async fn insert_closure(&self, c: &NewClosure) -> Result<ClosureId> {

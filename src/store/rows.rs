@@ -10,7 +10,6 @@ use crate::domain::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -45,27 +44,28 @@ pub struct CommuneRow {
     pub quiet_end_minute: i32,
     pub sms_sender: String,
     pub allow_multiple_per_category: bool,
+    /// Comma-separated, in order.
+    pub phone_numbers: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-pub struct PhoneNumberRow {
-    pub number: String,
-    pub commune_id: i64,
+/// `"12,15"` → `[12, 15]`: lists aggregated by `string_agg`.
+fn split_list<T: std::str::FromStr>(list: Option<&str>, what: &str) -> Result<Vec<T>> {
+    list.unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| corrupt(format!("{what}: {s}"))))
+        .collect()
 }
 
 impl CommuneRow {
-    pub fn into_domain(self, numbers: &[PhoneNumberRow]) -> Result<Commune> {
+    pub fn into_domain(self) -> Result<Commune> {
         Ok(Commune {
             timezone: timezone(&self.timezone)?,
             switchboard_hours: serde_json::from_str::<WeeklyHours>(&self.switchboard_hours)
                 .map_err(|e| corrupt(format!("switchboard_hours of {}: {e}", self.slug)))?,
             quiet_start: minute(self.quiet_start_minute, "quiet_start_minute")?,
             quiet_end: minute(self.quiet_end_minute, "quiet_end_minute")?,
-            phone_numbers: numbers
-                .iter()
-                .filter(|n| n.commune_id == self.id)
-                .map(|n| n.number.clone())
-                .collect(),
+            phone_numbers: split_list(self.phone_numbers.as_deref(), "phone number")?,
             id: self.id,
             slug: self.slug,
             name: self.name,
@@ -77,10 +77,6 @@ impl CommuneRow {
             allow_multiple_per_category: self.allow_multiple_per_category,
         })
     }
-}
-
-pub fn communes(rows: Vec<CommuneRow>, numbers: &[PhoneNumberRow]) -> Result<Vec<Commune>> {
-    rows.into_iter().map(|r| r.into_domain(numbers)).collect()
 }
 
 #[derive(sqlx::FromRow)]
@@ -185,41 +181,28 @@ pub struct RuleRow {
     pub step_minutes: i32,
     pub valid_from: NaiveDate,
     pub valid_until: Option<NaiveDate>,
+    pub service_ids: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-pub struct RuleServiceRow {
-    pub rule_id: i64,
-    pub service_id: i64,
-}
-
-pub fn opening_rules(
-    rows: Vec<RuleRow>,
-    services: Vec<RuleServiceRow>,
-) -> Result<Vec<OpeningRule>> {
-    let mut by_rule: HashMap<i64, Vec<i64>> = HashMap::new();
-    for s in services {
-        by_rule.entry(s.rule_id).or_default().push(s.service_id);
-    }
-    rows.into_iter()
-        .map(|r| {
-            Ok(OpeningRule {
-                weekdays: Weekdays(
-                    u8::try_from(r.weekdays)
-                        .map_err(|_| corrupt(format!("weekdays {}", r.weekdays)))?,
-                ),
-                start: minute(r.start_minute, "start_minute")?,
-                end: minute(r.end_minute, "end_minute")?,
-                service_ids: by_rule.remove(&r.id).unwrap_or_default(),
-                id: r.id,
-                planning_id: r.planning_id,
-                location_id: r.location_id,
-                step_minutes: r.step_minutes,
-                valid_from: r.valid_from,
-                valid_until: r.valid_until,
-            })
+impl TryFrom<RuleRow> for OpeningRule {
+    type Error = StoreError;
+    fn try_from(r: RuleRow) -> Result<Self> {
+        Ok(OpeningRule {
+            weekdays: Weekdays(
+                u8::try_from(r.weekdays)
+                    .map_err(|_| corrupt(format!("weekdays {}", r.weekdays)))?,
+            ),
+            start: minute(r.start_minute, "start_minute")?,
+            end: minute(r.end_minute, "end_minute")?,
+            service_ids: split_list(r.service_ids.as_deref(), "rule service")?,
+            id: r.id,
+            planning_id: r.planning_id,
+            location_id: r.location_id,
+            step_minutes: r.step_minutes,
+            valid_from: r.valid_from,
+            valid_until: r.valid_until,
         })
-        .collect()
+    }
 }
 
 #[derive(sqlx::FromRow)]

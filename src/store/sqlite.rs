@@ -3,7 +3,7 @@
 //! that upgrades to a write can fail at once with `SQLITE_BUSY`, whatever the timeout. Instants
 //! are stored as Unix seconds.
 
-use super::rows::{self, *};
+use super::rows::*;
 use super::{
     Backend, Claim, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule, NewPlanning,
     NewService, Result, Store, StoreError, StoreTx, sql,
@@ -75,6 +75,29 @@ fn unique_name(cols: &str) -> String {
     format!("{table}_{}_key", names.join("_"))
 }
 
+/// The occupancy query of [`sql::OCCUPANCY`], one row per planning: SQLite hands rows over one
+/// at a time from its worker thread, at about a microsecond each, and a 90-day search reads
+/// thousands. Each span is `seat start end`, instants in Unix seconds.
+const OCCUPANCY_PACKED: &str = "SELECT planning_id, \
+    string_agg(seat || ' ' || starts_at || ' ' || ends_at, ',') AS spans FROM appointments \
+    WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND seat IS NOT NULL \
+    AND (status <> 'held' OR hold_expires_at > $4) GROUP BY planning_id";
+
+fn unpack_span(planning_id: i64, span: &str) -> Result<Occupied> {
+    let corrupt = || StoreError::Corrupt(format!("occupancy span {span}"));
+    let mut parts = span.split(' ').map(|p| p.parse::<i64>());
+    let mut next = || parts.next().and_then(|p| p.ok()).ok_or_else(corrupt);
+    let seat = i32::try_from(next()?).map_err(|_| corrupt())?;
+    let starts_at = DateTime::from_timestamp(next()?, 0).ok_or_else(corrupt)?;
+    let ends_at = DateTime::from_timestamp(next()?, 0).ok_or_else(corrupt)?;
+    Ok(Occupied {
+        planning_id,
+        seat,
+        starts_at,
+        ends_at,
+    })
+}
+
 impl SqliteStore {
     /// `url` is `sqlite://path`, `sqlite:path`, or a bare path; the file is created if missing.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -110,23 +133,6 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)
-    }
-
-    async fn phone_numbers(&self) -> Result<Vec<PhoneNumberRow>> {
-        sqlx::query_as(sql::PHONE_NUMBERS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn one_commune(&self, row: Option<CommuneRow>) -> Result<Option<Commune>> {
-        let Some(row) = row else { return Ok(None) };
-        let numbers: Vec<PhoneNumberRow> = sqlx::query_as(sql::PHONE_NUMBERS_OF)
-            .bind(row.id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        row.into_domain(&numbers).map(Some)
     }
 }
 
@@ -195,7 +201,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        rows::communes(rows, &self.phone_numbers().await?)
+        rows.into_iter().map(CommuneRow::into_domain).collect()
     }
 
     async fn commune(&self, id: CommuneId) -> Result<Option<Commune>> {
@@ -204,7 +210,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        self.one_commune(row).await
+        row.map(CommuneRow::into_domain).transpose()
     }
 
     async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
@@ -213,7 +219,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(map_err)?;
-        self.one_commune(row).await
+        row.map(CommuneRow::into_domain).transpose()
     }
 
     async fn commune_by_phone_number(&self, number: &str) -> Result<Option<Commune>> {
@@ -338,12 +344,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        let services: Vec<RuleServiceRow> = sqlx::query_as(sql::RULE_SERVICES)
-            .bind(commune)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_err)?;
-        rows::opening_rules(rules, services)
+        rules.into_iter().map(OpeningRule::try_from).collect()
     }
 
     async fn insert_closure(&self, c: &NewClosure) -> Result<ClosureId> {
@@ -382,7 +383,7 @@ impl Store for SqliteStore {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Occupied>> {
-        let rows: Vec<OccupiedRow> = sqlx::query_as(sql::OCCUPANCY)
+        let rows: Vec<(i64, String)> = sqlx::query_as(OCCUPANCY_PACKED)
             .bind(commune)
             .bind(ts(from))
             .bind(ts(to))
@@ -390,7 +391,13 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(rows.into_iter().map(Occupied::from).collect())
+        let mut occupied = Vec::new();
+        for (planning_id, spans) in rows {
+            for span in spans.split(',') {
+                occupied.push(unpack_span(planning_id, span)?);
+            }
+        }
+        Ok(occupied)
     }
 
     async fn appointment(&self, id: AppointmentId) -> Result<Option<Appointment>> {
