@@ -50,7 +50,8 @@ impl Default for Config {
         Self {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             listen,
-            public_url: format!("http://{listen}"),
+            // Empty: derived from `listen` once the configuration is read.
+            public_url: String::new(),
             log_format: LogFormat::Text,
             hold_minutes: 10,
             twilio_account_sid: None,
@@ -102,7 +103,11 @@ impl Config {
             .merge(twilio)
             .extract()
             .map_err(|e| ConfigError(e.to_string()))?;
-        config.public_url = config.public_url.trim_end_matches('/').to_owned();
+        config.public_url = if config.public_url.is_empty() {
+            format!("http://{}", config.listen)
+        } else {
+            config.public_url.trim_end_matches('/').to_owned()
+        };
         if config.hold_minutes == 0 {
             return Err(ConfigError("hold_minutes must be at least 1".into()));
         }
@@ -241,7 +246,17 @@ mod tests {
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
             assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+            assert_eq!(config.public_url, "http://127.0.0.1:8080");
             assert!(Config::load(Some(Path::new("absent.toml"))).is_err());
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("GUICHET_LISTEN", "0.0.0.0:9090");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.public_url, "http://0.0.0.0:9090",
+                "links follow the address"
+            );
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -71,6 +71,20 @@ fn titres() -> ServiceSpec {
     }
 }
 
+/// A meeting with the mayor or an elected official: two days' notice, half an hour.
+fn meeting(name: &'static str, spoken: &'static str) -> ServiceSpec {
+    ServiceSpec {
+        name,
+        spoken,
+        category: Category::Elus,
+        minutes: 30,
+        max_persons: 2,
+        notice_minutes: 2 * 24 * 60,
+        horizon_days: 60,
+        bring: "Un courrier résumant votre demande, si vous le souhaitez.",
+    }
+}
+
 /// One rule: planning, location, weekdays, opening, closing, step, services (indexes into the
 /// commune's services).
 struct RuleSpec(
@@ -141,16 +155,7 @@ fn communes() -> Vec<CommuneSpec> {
                     horizon_days: 45,
                     bring: "Le livret de famille, un justificatif de domicile de moins de 3 mois et le carnet de santé de l'enfant.",
                 },
-                ServiceSpec {
-                    name: "Rencontre avec le maire",
-                    spoken: "rendez-vous avec le maire",
-                    category: Category::Elus,
-                    minutes: 30,
-                    max_persons: 2,
-                    notice_minutes: 2 * 24 * 60,
-                    horizon_days: 60,
-                    bring: "Un courrier résumant votre demande, si vous le souhaitez.",
-                },
+                meeting("Rencontre avec le maire", "rendez-vous avec le maire"),
                 ServiceSpec {
                     name: "Dossier de mariage ou de PACS",
                     spoken: "dossier de mariage ou de pacs",
@@ -221,16 +226,7 @@ fn communes() -> Vec<CommuneSpec> {
                     horizon_days: 30,
                     bring: "La carte d'identité du jeune de 16 ans et le livret de famille.",
                 },
-                ServiceSpec {
-                    name: "Rencontre avec un élu",
-                    spoken: "rendez-vous avec un élu",
-                    category: Category::Elus,
-                    minutes: 30,
-                    max_persons: 2,
-                    notice_minutes: 2 * 24 * 60,
-                    horizon_days: 60,
-                    bring: "Un courrier résumant votre demande, si vous le souhaitez.",
-                },
+                meeting("Rencontre avec un élu", "rendez-vous avec un élu"),
             ],
             plannings: vec![
                 ("Stations biométriques", 2),
@@ -283,16 +279,7 @@ fn communes() -> Vec<CommuneSpec> {
                     horizon_days: 30,
                     bring: "Le document à signer, non signé, et votre pièce d'identité.",
                 },
-                ServiceSpec {
-                    name: "Rencontre avec le maire",
-                    spoken: "rendez-vous avec le maire",
-                    category: Category::Elus,
-                    minutes: 30,
-                    max_persons: 2,
-                    notice_minutes: 2 * 24 * 60,
-                    horizon_days: 60,
-                    bring: "Un courrier résumant votre demande, si vous le souhaitez.",
-                },
+                meeting("Rencontre avec le maire", "rendez-vous avec le maire"),
             ],
             plannings: vec![
                 ("Station biométrique", 1),

@@ -183,6 +183,19 @@ impl Engine {
         })
     }
 
+    /// The slot context around one instant (the day before to the day after, so that the local
+    /// date is covered in any time zone).
+    async fn context_at(
+        &self,
+        commune: CommuneId,
+        service: ServiceId,
+        at: DateTime<Utc>,
+    ) -> Result<SlotContext> {
+        let day = at.date_naive();
+        let (before, after) = (day.pred_opt().unwrap_or(day), day.succ_opt().unwrap_or(day));
+        self.slot_context(commune, service, before, after).await
+    }
+
     /// Free slots of a service, in time order. With a limit, the search reads a few days at a
     /// time and stops as soon as it has enough — the next 20 slots should not cost a 90-day scan.
     pub async fn free_slots(
@@ -247,29 +260,12 @@ impl Engine {
 
     async fn book_once(&self, req: &BookingRequest, mode: BookingMode) -> Result<Appointment> {
         let now = self.clock.now();
-        let day = chrono::DateTime::<Utc>::date_naive(&req.start);
-        let ctx = self
-            .slot_context(
-                req.commune,
-                req.service,
-                day.pred_opt().unwrap_or(day),
-                day.succ_opt().unwrap_or(day),
-            )
-            .await?;
+        let ctx = self.context_at(req.commune, req.service, req.start).await?;
         validate_request(req, &ctx)?;
-        let offers = ctx
-            .search(now)
-            .offers_at(req.start, req.persons, req.location);
-        if offers.is_empty() {
-            return Err(BookingError::SlotUnavailable);
-        }
+        let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
 
         let mut tx = self.store.begin().await?;
-        let offered: Vec<_> = offers
-            .iter()
-            .map(|o| (o.planning_id, o.location_id))
-            .collect();
         let Some((planning_id, location_id, seat)) =
             take_seat(tx.as_mut(), &offered, req.start, end, now).await?
         else {
@@ -495,24 +491,11 @@ impl Engine {
         if current.starts_at == start && location.is_none_or(|l| l == current.location_id) {
             return Ok(current);
         }
-        let day = chrono::DateTime::<Utc>::date_naive(&start);
         let ctx = self
-            .slot_context(
-                current.commune_id,
-                current.service_id,
-                day.pred_opt().unwrap_or(day),
-                day.succ_opt().unwrap_or(day),
-            )
+            .context_at(current.commune_id, current.service_id, start)
             .await?;
         let persons = current.persons as u32;
-        let offers = ctx.search(now).offers_at(start, persons, location);
-        if offers.is_empty() {
-            return Err(BookingError::SlotUnavailable);
-        }
-        let offered: Vec<_> = offers
-            .iter()
-            .map(|o| (o.planning_id, o.location_id))
-            .collect();
+        let offered = offered(&ctx, now, start, persons, location)?;
         let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
         let (mut tx, mut old) = self.open(&current, &lock).await?;
         check_movable(&old, now)?;
@@ -614,6 +597,25 @@ fn seat_conflict(e: StoreError) -> BookingError {
     } else {
         BookingError::Store(e)
     }
+}
+
+/// The (planning, location) pairs whose rules offer `start`, lowest planning first; none means
+/// `start` is not a bookable slot (off the grid, closed, a holiday, too soon or too far).
+fn offered(
+    ctx: &SlotContext,
+    now: DateTime<Utc>,
+    start: DateTime<Utc>,
+    persons: u32,
+    location: Option<LocationId>,
+) -> Result<Vec<(PlanningId, LocationId)>> {
+    let offers = ctx.search(now).offers_at(start, persons, location);
+    if offers.is_empty() {
+        return Err(BookingError::SlotUnavailable);
+    }
+    Ok(offers
+        .iter()
+        .map(|o| (o.planning_id, o.location_id))
+        .collect())
 }
 
 /// Tries each offered (planning, location) in order under its lock; returns the first with a
