@@ -147,12 +147,18 @@ $$;
 CREATE TRIGGER appointments_seat_capacity BEFORE INSERT OR UPDATE OF seat, planning_id ON appointments
     FOR EACH ROW EXECUTE FUNCTION appointments_seat_within_capacity();
 
--- Invariant 2: who holds which active appointment per category (see migrations/sqlite).
+-- Invariant 2 (see migrations/sqlite): all claims on one identity in one commune, and only one
+-- when that commune does not allow several.
 CREATE TABLE citizen_claims (
-    category       TEXT NOT NULL,
-    kind           TEXT NOT NULL CHECK (kind IN ('phone', 'email', 'ants')),
-    key            TEXT NOT NULL,
-    appointment_id UUID NOT NULL REFERENCES appointments (id),
-    PRIMARY KEY (category, kind, key)
+    category       TEXT    NOT NULL,
+    kind           TEXT    NOT NULL CHECK (kind IN ('phone', 'email', 'ants')),
+    key            TEXT    NOT NULL,
+    appointment_id UUID    NOT NULL REFERENCES appointments (id),
+    commune_id     BIGINT  NOT NULL REFERENCES communes (id),
+    exclusive      BOOLEAN NOT NULL,
+    PRIMARY KEY (category, kind, key, appointment_id),
+    CONSTRAINT citizen_claims_one_commune EXCLUDE USING gist (
+        category WITH =, kind WITH =, key WITH =, commune_id WITH <>)
 );
+CREATE UNIQUE INDEX citizen_claims_exclusive ON citizen_claims (category, kind, key) WHERE exclusive;
 CREATE INDEX citizen_claims_appointment ON citizen_claims (appointment_id);

@@ -163,13 +163,28 @@ BEGIN
     SELECT RAISE(ABORT, 'appointments_seat_capacity');
 END;
 
--- Invariant 2: who holds which active appointment per category. A claim whose appointment is
--- no longer active is stale and is taken over by the next booking in the same transaction.
+-- Invariant 2: which active appointments each identity (mobile number, e-mail, ANTS id) holds
+-- per category. All the claims on one identity must be in one commune, and only one at all when
+-- that commune does not allow several (`exclusive`). A claim whose appointment is no longer
+-- active is stale and is deleted by the next booking on that identity, in its transaction.
 CREATE TABLE citizen_claims (
-    category       TEXT NOT NULL,
-    kind           TEXT NOT NULL CHECK (kind IN ('phone', 'email', 'ants')),
-    key            TEXT NOT NULL,
-    appointment_id BLOB NOT NULL REFERENCES appointments (id),
-    PRIMARY KEY (category, kind, key)
+    category       TEXT    NOT NULL,
+    kind           TEXT    NOT NULL CHECK (kind IN ('phone', 'email', 'ants')),
+    key            TEXT    NOT NULL,
+    appointment_id BLOB    NOT NULL REFERENCES appointments (id),
+    commune_id     INTEGER NOT NULL REFERENCES communes (id),
+    exclusive      INTEGER NOT NULL,
+    PRIMARY KEY (category, kind, key, appointment_id)
 ) STRICT;
 CREATE INDEX citizen_claims_appointment ON citizen_claims (appointment_id);
+
+-- (PostgreSQL: an exclusion constraint and a partial unique index of the same meaning.)
+CREATE TRIGGER citizen_claims_conflict BEFORE INSERT ON citizen_claims
+WHEN EXISTS (
+    SELECT 1 FROM citizen_claims c
+    WHERE c.category = NEW.category AND c.kind = NEW.kind AND c.key = NEW.key
+      AND c.appointment_id <> NEW.appointment_id
+      AND (c.commune_id <> NEW.commune_id OR c.exclusive OR NEW.exclusive))
+BEGIN
+    SELECT RAISE(ABORT, 'citizen_claims_conflict');
+END;

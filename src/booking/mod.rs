@@ -25,7 +25,7 @@ use crate::domain::{
     Appointment, AppointmentId, Category, Channel, Citizen, Clock, Closure, Commune, CommuneId,
     Location, LocationId, OpeningRule, Planning, PlanningId, Service, ServiceId, Status,
 };
-use crate::store::{Claim, ClaimKind, Store, StoreError, StoreTx};
+use crate::store::{Claim, ClaimHolder, ClaimKind, Store, StoreError, StoreTx};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::future::Future;
 use std::sync::Arc;
@@ -300,12 +300,18 @@ impl Engine {
         tx.insert_appointment(&appointment)
             .await
             .map_err(seat_conflict)?;
-        if !ctx.commune.allow_multiple_per_category {
-            let claims = claims_of(&appointment.citizen, ctx.service.category);
-            if let Some(holder) = take_claims(tx.as_mut(), &claims, appointment.id, now).await? {
-                drop(tx);
-                return Err(self.duplicate(holder).await);
-            }
+        let exclusive = !ctx.commune.allow_multiple_per_category;
+        if let Some(holder) = claim_identities(
+            tx.as_mut(),
+            &appointment,
+            ctx.service.category,
+            exclusive,
+            now,
+        )
+        .await?
+        {
+            drop(tx);
+            return Err(self.duplicate(holder).await);
         }
         tx.commit().await?;
         tracing::info!(
@@ -381,6 +387,24 @@ impl Engine {
             .await?
             .ok_or(BookingError::ServiceNotFound)?
             .category;
+        if before.effective_status(now) == Status::Expired && before.starts_at > now {
+            // A lapsed hold is a new booking of the same slot: the slot must still be offered
+            // (no closure since, notice still respected).
+            let ctx = self
+                .context_at(before.commune_id, before.service_id, before.starts_at)
+                .await?;
+            let offered = offered(
+                &ctx,
+                now,
+                before.starts_at,
+                before.persons as u32,
+                Some(before.location_id),
+            )
+            .map_err(|_| BookingError::HoldExpired)?;
+            if !offered.iter().any(|(p, _)| *p == before.planning_id) {
+                return Err(BookingError::HoldExpired);
+            }
+        }
         let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         match appointment.effective_status(now) {
             Status::Confirmed => return Ok(appointment),
@@ -409,12 +433,12 @@ impl Engine {
                     return Err(BookingError::HoldExpired);
                 };
                 appointment.seat = Some(seat);
-                if !commune.allow_multiple_per_category {
-                    let claims = claims_of(&appointment.citizen, category);
-                    if let Some(holder) = take_claims(tx.as_mut(), &claims, id, now).await? {
-                        drop(tx);
-                        return Err(self.duplicate(holder).await);
-                    }
+                let exclusive = !commune.allow_multiple_per_category;
+                if let Some(holder) =
+                    claim_identities(tx.as_mut(), &appointment, category, exclusive, now).await?
+                {
+                    drop(tx);
+                    return Err(self.duplicate(holder).await);
                 }
             }
             other => return Err(BookingError::NotModifiable(other)),
@@ -503,6 +527,7 @@ impl Engine {
         // Release the old seat first, inside the transaction: a move to an overlapping time on
         // the same counter must not collide with itself. Until commit, nobody sees either state.
         let old_status = old.effective_status(now);
+        let old_expiry = old.hold_expires_at;
         old.status = Status::Moved;
         old.seat = None;
         old.hold_expires_at = None;
@@ -516,7 +541,8 @@ impl Engine {
             return Err(BookingError::SlotTaken);
         };
         let (hold_expires_at, confirmed_at) = match old_status {
-            Status::Held => (Some(now + self.hold_duration), None),
+            // Moving a hold does not extend it: a hold is not a way to keep a seat for free.
+            Status::Held => (old_expiry, None),
             _ => (None, Some(now)),
         };
         let new = Appointment {
@@ -662,15 +688,55 @@ fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {
     claims
 }
 
-async fn take_claims(
+/// Claims every identity of the citizen (mobile, e-mail, ANTS ids) for `appointment`, and
+/// returns the other appointment if one holds a conflicting claim. One exception: a live,
+/// unconfirmed hold of the same identity in the same commune is the citizen changing their mind
+/// (they went back and chose another slot) — that hold is released and the claim taken.
+async fn claim_identities(
     tx: &mut dyn StoreTx,
-    claims: &[Claim],
-    appointment: AppointmentId,
+    appointment: &Appointment,
+    category: Category,
+    exclusive: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<AppointmentId>> {
-    for claim in claims {
-        if let Some(holder) = tx.claim(claim, appointment, now).await? {
-            return Ok(Some(holder));
+    let holder = ClaimHolder {
+        appointment: appointment.id,
+        commune: appointment.commune_id,
+        exclusive,
+    };
+    for claim in claims_of(&appointment.citizen, category) {
+        // Each released hold removes one conflict; a handful covers any real case.
+        for _ in 0..4 {
+            let Some(other) = tx.claim(&claim, &holder, now).await.map_err(|e| {
+                // The schema's backstop fired (only when a commune changed its setting while
+                // citizens held appointments): a duplicate all the same.
+                if e.is_constraint("citizen_claims_conflict")
+                    || e.is_constraint("citizen_claims_one_commune")
+                    || e.is_constraint("citizen_claims_exclusive")
+                {
+                    BookingError::Duplicate(None)
+                } else {
+                    BookingError::Store(e)
+                }
+            })?
+            else {
+                break;
+            };
+            let Some(mut held) = tx.appointment(other).await? else {
+                return Ok(Some(other));
+            };
+            if held.effective_status(now) != Status::Held
+                || held.commune_id != appointment.commune_id
+            {
+                return Ok(Some(other));
+            }
+            held.status = Status::Expired;
+            held.seat = None;
+            held.hold_expires_at = Some(now);
+            touch(&mut held, now);
+            tx.update_appointment(&held).await?;
+            tx.release_claims(held.id).await?;
+            tracing::info!(released = %held.id, by = %appointment.id, "earlier hold of the same citizen released");
         }
     }
     Ok(None)

@@ -36,7 +36,7 @@ pub enum StoreError {
     #[error("constraint {0} violated")]
     Constraint(String),
     #[error("transient database conflict, retry: {0}")]
-    Transient(#[source] sqlx::Error),
+    Transient(String),
     #[error("stored data cannot be read: {0}")]
     Corrupt(String),
     #[error("invalid database URL: {0}")]
@@ -157,6 +157,15 @@ pub struct Claim {
     pub key: String,
 }
 
+/// Who claims: an appointment of a commune; `exclusive` unless that commune lets a citizen hold
+/// several appointments of a category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimHolder {
+    pub appointment: AppointmentId,
+    pub commune: CommuneId,
+    pub exclusive: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimKind {
     Phone,
@@ -254,12 +263,16 @@ pub trait StoreTx: Send {
     async fn insert_appointment(&mut self, appointment: &Appointment) -> Result<()>;
     /// Writes every mutable field of an existing appointment.
     async fn update_appointment(&mut self, appointment: &Appointment) -> Result<()>;
-    /// Records that `appointment` holds `claim`, taking over a claim whose appointment is no
-    /// longer active at `now`. Returns the other appointment if an active one already holds it.
+    /// Records that `appointment` holds `claim`, first deleting the claims on that identity
+    /// whose appointments are no longer active at `now`. Returns an appointment whose claim
+    /// conflicts (in another commune, or in this one when either claim is exclusive) instead.
+    /// Claims on one identity are decided one transaction at a time; the schema backs this up
+    /// (`citizen_claims_conflict` trigger on SQLite; an exclusion constraint across communes and
+    /// a unique index on exclusive claims on PostgreSQL).
     async fn claim(
         &mut self,
         claim: &Claim,
-        appointment: AppointmentId,
+        holder: &ClaimHolder,
         now: DateTime<Utc>,
     ) -> Result<Option<AppointmentId>>;
     async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()>;
@@ -376,10 +389,16 @@ mod sql {
     pub const DELETE_STALE_CLAIM: &str = "DELETE FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
         AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.id = citizen_claims.appointment_id \
             AND ((a.status = 'held' AND a.hold_expires_at > $4) OR (a.status = 'confirmed' AND a.ends_at > $4)))";
-    pub const INSERT_CLAIM: &str = "INSERT INTO citizen_claims (category, kind, key, appointment_id) \
-        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-    pub const CLAIM_HOLDER: &str =
-        "SELECT appointment_id FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3";
+    pub const INSERT_CLAIM: &str = "INSERT INTO citizen_claims (category, kind, key, appointment_id, commune_id, \
+        exclusive) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+    /// Another appointment whose claim on the identity conflicts with ours (`$5` our commune,
+    /// `$6` whether ours is exclusive).
+    pub const CONFLICTING_CLAIM: &str = "SELECT appointment_id FROM citizen_claims \
+        WHERE category = $1 AND kind = $2 AND key = $3 AND appointment_id <> $4 \
+        AND (commune_id <> $5 OR exclusive OR $6) LIMIT 1";
+    /// PostgreSQL: serialises the claims on one identity until the end of the transaction.
+    pub const LOCK_IDENTITY: &str =
+        "SELECT pg_advisory_xact_lock(hashtext($1 || ':' || $2 || ':' || $3))";
     pub const RELEASE_CLAIMS: &str = "DELETE FROM citizen_claims WHERE appointment_id = $1";
     pub const TRANSFER_CLAIMS: &str =
         "UPDATE citizen_claims SET appointment_id = $2 WHERE appointment_id = $1";

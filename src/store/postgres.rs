@@ -7,8 +7,8 @@
 
 use super::rows::*;
 use super::{
-    Backend, Claim, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule, NewPlanning,
-    NewService, Result, Store, StoreError, StoreTx, sql,
+    Backend, Claim, ClaimHolder, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule,
+    NewPlanning, NewService, Result, Store, StoreError, StoreTx, sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,
@@ -31,7 +31,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         match db.code().as_deref() {
             // serialization_failure, deadlock_detected, lock_not_available
-            Some("40001" | "40P01" | "55P03") => return StoreError::Transient(e),
+            Some("40001" | "40P01" | "55P03") => return StoreError::Transient(e.to_string()),
             // unique_violation, exclusion_violation, check_violation, foreign_key_violation
             Some("23505" | "23P01" | "23514" | "23503") => {
                 if let Some(name) = db.constraint() {
@@ -475,10 +475,19 @@ impl StoreTx for PgTx {
     async fn claim(
         &mut self,
         claim: &Claim,
-        appointment: AppointmentId,
+        holder: &ClaimHolder,
         now: DateTime<Utc>,
     ) -> Result<Option<AppointmentId>> {
         let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
+        // Claims on one identity are decided one transaction at a time (the constraints below
+        // are the backstop); SQLite gets this from BEGIN IMMEDIATE.
+        sqlx::query(sql::LOCK_IDENTITY)
+            .bind(category)
+            .bind(kind)
+            .bind(&claim.key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
         sqlx::query(sql::DELETE_STALE_CLAIM)
             .bind(category)
             .bind(kind)
@@ -487,26 +496,31 @@ impl StoreTx for PgTx {
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        let inserted = sqlx::query(sql::INSERT_CLAIM)
+        let conflicting: Option<AppointmentId> = sqlx::query_scalar(sql::CONFLICTING_CLAIM)
             .bind(category)
             .bind(kind)
             .bind(&claim.key)
-            .bind(appointment)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        if inserted == 1 {
-            return Ok(None);
-        }
-        let holder: AppointmentId = sqlx::query_scalar(sql::CLAIM_HOLDER)
-            .bind(category)
-            .bind(kind)
-            .bind(&claim.key)
-            .fetch_one(&mut *self.tx)
+            .bind(holder.appointment)
+            .bind(holder.commune)
+            .bind(holder.exclusive)
+            .fetch_optional(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        Ok((holder != appointment).then_some(holder))
+        if conflicting.is_some() {
+            return Ok(conflicting);
+        }
+        // Inserting twice for the same appointment is a no-op.
+        sqlx::query(sql::INSERT_CLAIM)
+            .bind(category)
+            .bind(kind)
+            .bind(&claim.key)
+            .bind(holder.appointment)
+            .bind(holder.commune)
+            .bind(holder.exclusive)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(None)
     }
 
     async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {

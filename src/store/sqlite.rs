@@ -5,8 +5,8 @@
 
 use super::rows::*;
 use super::{
-    Backend, Claim, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule, NewPlanning,
-    NewService, Result, Store, StoreError, StoreTx, sql,
+    Backend, Claim, ClaimHolder, LOCK_WAIT, NewClosure, NewCommune, NewLocation, NewOpeningRule,
+    NewPlanning, NewService, Result, Store, StoreError, StoreTx, sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,
@@ -42,7 +42,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
         let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
         // SQLITE_BUSY = 5, SQLITE_LOCKED = 6.
         if primary == 5 || primary == 6 {
-            return StoreError::Transient(e);
+            return StoreError::Transient(e.to_string());
         }
         let message = db.message();
         // Unique indexes and primary keys alike ("PRIMARY KEY" for rowid tables).
@@ -55,7 +55,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
         if let Some(name) = message.strip_prefix("CHECK constraint failed: ") {
             return StoreError::Constraint(name.trim().to_owned());
         }
-        if message.starts_with("appointments_") {
+        // RAISE(ABORT, 'name') in our triggers: the message is the constraint's name.
+        if code == "1811" || !message.contains(' ') {
             return StoreError::Constraint(message.to_owned());
         }
     }
@@ -114,9 +115,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(LOCK_WAIT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            // Each in-memory connection would be a database of its own.
-            .max_connections(if in_memory { 1 } else { 8 })
+        let mut pool = SqlitePoolOptions::new();
+        if in_memory {
+            // Each in-memory connection is a database of its own, gone when it closes: keep
+            // exactly one, forever.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            pool = pool.max_connections(8);
+        }
+        let pool = pool
             .acquire_timeout(LOCK_WAIT * 3)
             .connect_with(options)
             .await
@@ -549,7 +560,7 @@ impl StoreTx for SqliteTx {
     async fn claim(
         &mut self,
         claim: &Claim,
-        appointment: AppointmentId,
+        holder: &ClaimHolder,
         now: DateTime<Utc>,
     ) -> Result<Option<AppointmentId>> {
         let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
@@ -561,26 +572,31 @@ impl StoreTx for SqliteTx {
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        let inserted = sqlx::query(sql::INSERT_CLAIM)
+        let conflicting: Option<AppointmentId> = sqlx::query_scalar(sql::CONFLICTING_CLAIM)
             .bind(category)
             .bind(kind)
             .bind(&claim.key)
-            .bind(appointment)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        if inserted == 1 {
-            return Ok(None);
-        }
-        let holder: AppointmentId = sqlx::query_scalar(sql::CLAIM_HOLDER)
-            .bind(category)
-            .bind(kind)
-            .bind(&claim.key)
-            .fetch_one(&mut *self.tx)
+            .bind(holder.appointment)
+            .bind(holder.commune)
+            .bind(holder.exclusive)
+            .fetch_optional(&mut *self.tx)
             .await
             .map_err(map_err)?;
-        Ok((holder != appointment).then_some(holder))
+        if conflicting.is_some() {
+            return Ok(conflicting);
+        }
+        // Inserting twice for the same appointment is a no-op.
+        sqlx::query(sql::INSERT_CLAIM)
+            .bind(category)
+            .bind(kind)
+            .bind(&claim.key)
+            .bind(holder.appointment)
+            .bind(holder.commune)
+            .bind(holder.exclusive)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(None)
     }
 
     async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {

@@ -335,6 +335,16 @@ pub async fn slots(
         ));
     }
     let today = commune.local_date(state.engine.now());
+    // Dates far from today are mistakes (and would overflow date arithmetic).
+    let sane = today - Duration::days(MAX_RANGE_DAYS)..=today + Duration::days(5 * MAX_RANGE_DAYS);
+    for (field, date) in [("from", from), ("to", to)] {
+        if date.is_some_and(|d| !sane.contains(&d)) {
+            return Err(ApiError::bad_parameter(
+                field,
+                "Cette date est trop loin d'aujourd'hui : cherchez des créneaux dans les mois qui viennent.",
+            ));
+        }
+    }
     let from = from.unwrap_or(today);
     let to = to.unwrap_or(from + Duration::days(DEFAULT_RANGE_DAYS - 1));
     if to < from {

@@ -82,11 +82,7 @@ impl ApiError {
                 message: e.message(),
                 field: None,
             },
-            ApiError::Store(_) => ErrorBody {
-                code: "internal_error".into(),
-                message: BookingError::Store(StoreError::Corrupt(String::new())).message(),
-                field: None,
-            },
+            ApiError::Store(_) => internal_body(),
         }
     }
 }
@@ -96,18 +92,29 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(error = ?anyhow::Error::from(self), "request failed");
-            return (status, Json(self_body_for_5xx())).into_response();
+            return (status, Json(internal_body())).into_response();
         }
         (status, Json(self.body())).into_response()
     }
 }
 
-fn self_body_for_5xx() -> ErrorBody {
+fn internal_body() -> ErrorBody {
     ErrorBody {
         code: "internal_error".into(),
         message: BookingError::Store(StoreError::Corrupt(String::new())).message(),
         field: None,
     }
+}
+
+/// What a handler that panicked answers (see `CatchPanicLayer` in the router).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = detail, "handler panicked");
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(internal_body())).into_response()
 }
 
 /// A JSON 404 for paths under `/api` that match no route.

@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Json, Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 /// What every handler may use; cheap to clone.
@@ -49,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .layer(middleware::from_fn(crate::telemetry::track_http))
+        // A panic in a handler is a bug: log it, answer the JSON 500, keep serving.
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 // The route template, never the raw path: paths may carry personal tokens.

@@ -198,6 +198,15 @@ async fn malformed_slot_queries_get_a_reason() {
         (format!("?service={}&limit=0", w.titres), "limit"),
         (format!("?service={}&date=2026-12-01", w.titres), "date"),
         (format!("?service={}&from=%ZZ", w.titres), "from"),
+        (
+            format!("?service={}&from=-262143-01-01&to=-262143-01-02", w.titres),
+            "from",
+        ),
+        (
+            format!("?service={}&from=%2B262142-12-31", w.titres),
+            "from",
+        ),
+        (format!("?service={}&to=2040-01-01", w.titres), "to"),
     ];
     for (query, field) in cases {
         let (status, body) = app.get_json(&format!("{base}{query}")).await;

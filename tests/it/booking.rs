@@ -221,14 +221,35 @@ async fn moves_are_atomic(db: TestDb) {
         matches!(err, BookingError::NotModifiable(Status::Moved)),
         "{err:?}"
     );
-    // A move to a slot that overlaps the current one on a 1-seat planning works (the old seat
-    // is released in the same transaction).
+    // A move that overlaps the current appointment on a one-seat counter works: the old seat
+    // is released in the same transaction. Two persons take 40 minutes; moving by 20 overlaps.
+    let mut family = w.request(w.titres, tuesday(10, 20), 7);
+    family.location = Some(w.town_hall);
+    family.persons = 2;
+    let family = w
+        .engine
+        .book(&family, BookingMode::Confirmed)
+        .await
+        .unwrap();
     let shifted = w
         .engine
-        .move_to(moved.id, tuesday(9, 40), Some(w.town_hall))
+        .move_to(family.id, tuesday(10, 40), Some(w.town_hall))
         .await
         .unwrap();
     assert_eq!(shifted.seat, Some(1));
+    assert_eq!(shifted.starts_at, tuesday(10, 40));
+    assert_eq!(shifted.ends_at, tuesday(11, 20));
+
+    // Moving a hold does not give it more time.
+    let held = w.hold(paris("2026-12-02", 9, 0), 8).await;
+    w.clock.advance(Duration::minutes(6));
+    let moved_hold = w
+        .engine
+        .move_to(held.id, paris("2026-12-02", 10, 0), None)
+        .await
+        .unwrap();
+    assert_eq!(moved_hold.status, Status::Held);
+    assert_eq!(moved_hold.hold_expires_at, held.hold_expires_at);
 }
 both_backends!(moves, moves_are_atomic);
 
@@ -394,6 +415,133 @@ async fn communes_may_allow_several(db: TestDb) {
     w.hold(tuesday(10, 0), 1).await;
 }
 both_backends!(allowed_multiple, communes_may_allow_several);
+
+async fn changing_ones_mind_releases_the_earlier_hold(db: TestDb) {
+    let w = World::new(db).await;
+    let first = w.hold(tuesday(9, 0), 1).await;
+    // The citizen goes back and picks another slot: the first hold is released at once.
+    let second = w.hold(tuesday(10, 0), 1).await;
+    let first = w.store().appointment(first.id).await.unwrap().unwrap();
+    assert_eq!(first.status, Status::Expired);
+    assert_eq!(first.seat, None);
+    assert!(
+        free_starts(&w, Some(w.town_hall))
+            .await
+            .contains(&tuesday(9, 0))
+    );
+    // A confirmed appointment is not replaced that way.
+    w.engine.confirm(second.id).await.unwrap();
+    let err = w
+        .engine
+        .book(&w.request(w.titres, tuesday(11, 0), 1), BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::Duplicate(Some(_))), "{err:?}");
+    // Nor is a hold in another commune.
+    let other = World::with(
+        w.db.shared(),
+        WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    let elsewhere = other.hold(tuesday(9, 0), 2).await;
+    let err = w
+        .engine
+        .book(&w.request(w.titres, tuesday(11, 0), 2), BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::Duplicate(_)), "{err:?}");
+    assert_eq!(
+        other
+            .store()
+            .appointment(elsewhere.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        Status::Held
+    );
+}
+both_backends!(
+    changing_ones_mind,
+    changing_ones_mind_releases_the_earlier_hold
+);
+
+async fn allowing_several_stays_within_the_commune(db: TestDb) {
+    let lax = World::with(
+        db,
+        WorldOptions {
+            allow_multiple: true,
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    let strict = World::with(
+        lax.db.shared(),
+        WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    for hour in [9, 10] {
+        lax.engine
+            .book(
+                &lax.request(lax.titres, tuesday(hour, 0), 1),
+                BookingMode::Confirmed,
+            )
+            .await
+            .unwrap();
+    }
+    let err = strict
+        .engine
+        .book(
+            &strict.request(strict.titres, tuesday(9, 0), 1),
+            BookingMode::Hold,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::Duplicate(Some(_))), "{err:?}");
+    assert!(
+        err.message().contains("Ville de testville"),
+        "{}",
+        err.message()
+    );
+}
+both_backends!(
+    several_within_one_commune,
+    allowing_several_stays_within_the_commune
+);
+
+async fn a_lapsed_hold_is_not_confirmed_into_a_closure(db: TestDb) {
+    let w = World::new(db).await;
+    let mut request = w.request(w.titres, tuesday(9, 0), 1);
+    request.location = Some(w.town_hall);
+    let held = w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    w.clock.advance(Duration::minutes(15));
+    // Meanwhile the passport station broke down.
+    w.store()
+        .insert_closure(&NewClosure {
+            commune_id: w.commune,
+            planning_id: Some(w.counter),
+            location_id: None,
+            starts_at: tuesday(8, 0),
+            ends_at: tuesday(12, 0),
+            reason: "Panne".into(),
+        })
+        .await
+        .unwrap();
+    let err = w.engine.confirm(held.id).await.unwrap_err();
+    assert!(matches!(err, BookingError::HoldExpired), "{err:?}");
+}
+both_backends!(
+    lapsed_hold_and_closure,
+    a_lapsed_hold_is_not_confirmed_into_a_closure
+);
 
 async fn requests_are_validated(db: TestDb) {
     let w = World::new(db).await;

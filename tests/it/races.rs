@@ -161,3 +161,46 @@ async fn moves_race_with_bookings(db: TestDb) {
     assert_eq!(occupying(&w, w.counter).await.len(), kept + 1);
 }
 both_backends!(moves_race, moves_race_with_bookings);
+
+/// Invariant 2 under concurrency: one citizen, through agents of two communes at once, on many
+/// slots and plannings: exactly one confirmed appointment comes out.
+async fn one_citizen_races_against_itself(db: TestDb) {
+    let w = World::new(db).await;
+    let other = World::with(
+        w.db.shared(),
+        WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..WorldOptions::default()
+        },
+    )
+    .await;
+    let barrier = Arc::new(Barrier::new(24));
+    let mut tasks = Vec::new();
+    for i in 0..24u32 {
+        let world = if i % 2 == 0 { &w } else { &other };
+        let engine = world.engine.clone();
+        let start =
+            paris("2026-12-01", 9, 0) + chrono::Duration::minutes(20 * i64::from(i / 2 % 9));
+        let mut request = world.request(world.titres, start, 42);
+        request.channel = Channel::Agent;
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            engine.book(&request, BookingMode::Confirmed).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(BookingError::Duplicate(_)) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        won, 1,
+        "one appointment per citizen and category, platform-wide"
+    );
+}
+both_backends!(one_citizen_two_communes, one_citizen_races_against_itself);

@@ -8,7 +8,7 @@ use guichet::domain::{
     AntsApplicationId, Appointment, AppointmentId, Category, Channel, MinuteOfDay, Status,
     Weekdays, WeeklyHours, WeeklyRange,
 };
-use guichet::store::{Claim, ClaimKind, NewClosure, NewCommune, StoreError};
+use guichet::store::{Claim, ClaimHolder, ClaimKind, NewClosure, NewCommune, StoreError};
 
 fn appointment(w: &World, start: DateTime<Utc>, seat: i32, status: Status) -> Appointment {
     let now = w.clock_now();
@@ -415,51 +415,114 @@ both_backends!(transaction_primitives_work, transaction_primitives);
 
 async fn claims(db: crate::helpers::TestDb) {
     let w = World::new(db).await;
+    let other = World::with(
+        w.db.shared(),
+        crate::helpers::WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..Default::default()
+        },
+    )
+    .await;
     let store = w.store();
     let now = w.clock_now();
     let start = paris("2026-12-01", 9, 0);
     let first = appointment(&w, start, 1, Status::Held);
     let second = appointment(&w, start, 2, Status::Confirmed);
+    let mut elsewhere = appointment(&w, start, 1, Status::Confirmed);
+    elsewhere.commune_id = other.commune;
+    elsewhere.planning_id = other.annex_planning;
+    elsewhere.location_id = other.annex;
+    elsewhere.service_id = other.titres;
     let claim = Claim {
         category: Category::Titres,
         kind: ClaimKind::Phone,
         key: "+33639980001".into(),
     };
+    let holder = |a: &Appointment, exclusive| ClaimHolder {
+        appointment: a.id,
+        commune: a.commune_id,
+        exclusive,
+    };
     let mut tx = store.begin().await.unwrap();
-    tx.insert_appointment(&first).await.unwrap();
-    tx.insert_appointment(&second).await.unwrap();
-    assert_eq!(tx.claim(&claim, first.id, now).await.unwrap(), None);
+    for a in [&first, &second, &elsewhere] {
+        tx.insert_appointment(a).await.unwrap();
+    }
     assert_eq!(
-        tx.claim(&claim, first.id, now).await.unwrap(),
+        tx.claim(&claim, &holder(&first, true), now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        tx.claim(&claim, &holder(&first, true), now).await.unwrap(),
         None,
         "claiming twice is fine"
     );
     assert_eq!(
-        tx.claim(&claim, second.id, now).await.unwrap(),
+        tx.claim(&claim, &holder(&second, true), now).await.unwrap(),
         Some(first.id)
     );
-    // Another category, or another kind of key, is another claim.
-    let other = Claim {
+    // Another category is another claim.
+    let school = Claim {
         category: Category::Scolaire,
         ..claim.clone()
     };
-    assert_eq!(tx.claim(&other, second.id, now).await.unwrap(), None);
+    assert_eq!(
+        tx.claim(&school, &holder(&second, true), now)
+            .await
+            .unwrap(),
+        None
+    );
     tx.commit().await.unwrap();
 
     // Once the hold has expired, its claim is stale and is taken over.
     let later = now + Duration::minutes(11);
     let mut tx = store.begin().await.unwrap();
-    assert_eq!(tx.claim(&claim, second.id, later).await.unwrap(), None);
+    assert_eq!(
+        tx.claim(&claim, &holder(&second, true), later)
+            .await
+            .unwrap(),
+        None
+    );
     // Transfer and release.
     let third = appointment(&w, start + Duration::hours(1), 1, Status::Confirmed);
     tx.insert_appointment(&third).await.unwrap();
     tx.transfer_claims(second.id, third.id).await.unwrap();
     assert_eq!(
-        tx.claim(&claim, first.id, later).await.unwrap(),
+        tx.claim(&claim, &holder(&first, true), later)
+            .await
+            .unwrap(),
         Some(third.id)
     );
     tx.release_claims(third.id).await.unwrap();
-    assert_eq!(tx.claim(&claim, first.id, later).await.unwrap(), None);
+    tx.commit().await.unwrap();
+
+    // A commune that allows several: non-exclusive claims coexist there, never with another
+    // commune's, and never with an exclusive one.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.claim(&claim, &holder(&second, false), later)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        tx.claim(&claim, &holder(&third, false), later)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        tx.claim(&claim, &holder(&elsewhere, false), later).await.unwrap(),
+        Some(id) if id == second.id || id == third.id
+    ));
+    let fourth = appointment(&w, start + Duration::hours(2), 1, Status::Confirmed);
+    tx.insert_appointment(&fourth).await.unwrap();
+    assert!(
+        tx.claim(&claim, &holder(&fourth, true), later)
+            .await
+            .unwrap()
+            .is_some()
+    );
     tx.commit().await.unwrap();
 }
 both_backends!(citizen_claims, claims);
