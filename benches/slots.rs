@@ -72,6 +72,8 @@ async fn main() {
             quiet_end: MinuteOfDay::hm(8, 0),
             sms_sender: "Bench".into(),
             allow_multiple_per_category: false,
+            sms_daily_budget: 300,
+            allow_foreign_mobiles: false,
         })
         .await
         .unwrap();

@@ -365,6 +365,8 @@ pub async fn seed(engine: &Engine) -> anyhow::Result<bool> {
                 quiet_end: hm(8, 0),
                 sms_sender: spec.sms_sender.into(),
                 allow_multiple_per_category: false,
+                sms_daily_budget: 300,
+                allow_foreign_mobiles: false,
             })
             .await
             .with_context(|| format!("commune {}", spec.slug))?;

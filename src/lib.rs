@@ -21,6 +21,13 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// Outgoing TLS (the SMS provider, SMTP, PostgreSQL) goes through rustls with the `ring`
+/// provider, installed once per process before any client is built.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The application, assembled: engine, store, configuration. Tests build one on a fresh
 /// database with a frozen clock and serve it on port 0.
 #[derive(Clone)]
@@ -30,6 +37,7 @@ pub struct App {
 
 impl App {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config, demo: bool) -> Self {
+        install_crypto_provider();
         let engine = Engine::new(store, clock, config.hold_duration());
         Self {
             state: AppState {

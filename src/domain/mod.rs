@@ -4,8 +4,11 @@
 //! tested at a daylight-saving change or on a public holiday.
 
 pub mod clock;
+pub mod gsm7;
 pub mod holidays;
 pub mod model;
+pub mod otp;
+pub mod reminders;
 pub mod slots;
 pub mod values;
 pub mod wording;

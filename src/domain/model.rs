@@ -104,6 +104,10 @@ pub struct Commune {
     pub sms_sender: String,
     /// Lets a citizen hold several active appointments of one category here (invariant 2).
     pub allow_multiple_per_category: bool,
+    /// SMS the commune may send in one day (codes first to suffer: e-mail still works).
+    pub sms_daily_budget: i32,
+    /// Whether codes and reminders may go to mobiles outside France.
+    pub allow_foreign_mobiles: bool,
 }
 
 impl Commune {

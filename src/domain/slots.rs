@@ -343,6 +343,8 @@ mod tests {
             quiet_end: MinuteOfDay::hm(8, 0),
             sms_sender: "Annecy".into(),
             allow_multiple_per_category: false,
+            sms_daily_budget: 300,
+            allow_foreign_mobiles: false,
         }
     }
 

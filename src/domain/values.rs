@@ -340,6 +340,40 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// What a notification is about.
+    NotificationKind {
+        Code = "code",
+        Confirmation = "confirmation",
+        Reminder = "reminder",
+        Cancellation = "cancellation",
+        CommuneCancellation = "commune_cancellation",
+        Moved = "moved",
+        DuplicateNotice = "duplicate_notice",
+        SmsReply = "sms_reply",
+    }
+);
+
+named_enum!(
+    /// How a notification travels.
+    MessageChannel {
+        Sms = "sms",
+        Email = "email",
+    }
+);
+
+named_enum!(
+    /// Life of a notification in the outbox (see `notify::outbox`).
+    NotificationStatus {
+        Pending = "pending",
+        Sending = "sending",
+        Sent = "sent",
+        Failed = "failed",
+        Unknown = "unknown",
+        Cancelled = "cancelled",
+    }
+);
+
 impl Category {
     /// French label for pages and messages.
     pub fn label(self) -> &'static str {

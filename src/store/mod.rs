@@ -9,6 +9,8 @@
 //! constraint on PostgreSQL, a trigger on SQLite) and a seat beyond the planning's capacity
 //! (`appointments_seat_capacity`). The same conformance suite (`tests/it/store.rs`) runs on both.
 
+#[macro_use]
+mod shared;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -18,13 +20,15 @@ pub use sqlite::SqliteStore;
 
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Category, Closure, ClosureId, Commune, CommuneId,
-    Location, LocationId, MinuteOfDay, OpeningRule, OpeningRuleId, Planning, PlanningId, Service,
-    ServiceId, Weekdays, WeeklyHours, slots::Occupied,
+    Location, LocationId, MessageChannel, MinuteOfDay, NotificationKind, NotificationStatus,
+    OpeningRule, OpeningRuleId, Planning, PlanningId, Service, ServiceId, Weekdays, WeeklyHours,
+    slots::Occupied,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -92,6 +96,8 @@ pub struct NewCommune {
     pub quiet_end: MinuteOfDay,
     pub sms_sender: String,
     pub allow_multiple_per_category: bool,
+    pub sms_daily_budget: i32,
+    pub allow_foreign_mobiles: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +189,100 @@ impl ClaimKind {
     }
 }
 
+pub type NotificationId = Uuid;
+
+/// A message to send, as the engine writes it into the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub id: NotificationId,
+    pub commune_id: Option<CommuneId>,
+    pub appointment_id: Option<AppointmentId>,
+    pub kind: NotificationKind,
+    pub channel: MessageChannel,
+    /// E.164 number or e-mail address.
+    pub destination: String,
+    /// At most one notification per key: `{appointment}:{kind}:{version}:{channel}`.
+    pub dedupe_key: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub html: Option<String>,
+    /// An iCalendar attachment (confirmations).
+    pub ics: Option<String>,
+    pub due_at: DateTime<Utc>,
+}
+
+/// A notification as the outbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub message: NewNotification,
+    pub status: NotificationStatus,
+    pub attempts: i32,
+    pub provider_id: Option<String>,
+    pub delivery_status: Option<String>,
+    pub segments: Option<i32>,
+    pub cost_micro_eur: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// How sending a claimed notification ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendResult {
+    Sent {
+        provider_id: Option<String>,
+        segments: i32,
+        cost_micro_eur: i64,
+    },
+    /// Nothing left: try again at `due_at`.
+    Retry {
+        due_at: DateTime<Utc>,
+        error: String,
+    },
+    /// Refused for good.
+    Failed { error: String },
+    /// Maybe sent, maybe not (timeout, provider 5xx): never resent blindly. Counted, with the
+    /// segments it would have cost, until a delivery report says otherwise.
+    Unknown {
+        error: String,
+        segments: i32,
+        cost_micro_eur: i64,
+    },
+    /// No longer worth sending (the appointment changed, the number said STOP).
+    Cancelled { reason: String },
+}
+
+/// The one-time code of a held appointment (only its keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpRecord {
+    pub appointment_id: AppointmentId,
+    pub destination: String,
+    pub code_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub attempts_left: i32,
+    pub used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a request with an `Idempotency-Key` stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyState {
+    /// First time: run it, then record the answer.
+    Started,
+    /// Already answered: replay this.
+    Replay { status: u16, body: String },
+    /// The first request with this key is still running.
+    InProgress,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+/// A pending question asked by SMS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsAction {
+    Cancel,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -237,6 +337,105 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Appointment>>;
     /// Where and when an appointment is, with names a citizen understands.
     async fn appointment_place(&self, id: AppointmentId) -> Result<Option<AppointmentPlace>>;
+
+    /// The appointment a personal link (its SHA-256) leads to.
+    async fn appointment_by_token(&self, token_hash: &str) -> Result<Option<Appointment>>;
+    /// The next confirmed, not yet started appointment of a mobile number.
+    async fn next_appointment_of_phone(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Appointment>>;
+
+    /// Claims up to `limit` due notifications for `worker` until `lease_until`: pending ones
+    /// whose time has come, and ones whose worker vanished before it started sending.
+    async fn claim_notifications(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Notification>>;
+    /// Notifications whose worker vanished after it started sending become `unknown`: the
+    /// message may have left, so it is not sent again.
+    async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Records that `worker` is about to hand the message to the provider; false if its lease
+    /// was lost meanwhile (another worker has it now).
+    async fn start_send(
+        &self,
+        id: NotificationId,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn finish_send(
+        &self,
+        id: NotificationId,
+        worker: &str,
+        result: &SendResult,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// A delivery report: by our id (carried in the callback URL) or the provider's.
+    async fn record_delivery(
+        &self,
+        id: Option<NotificationId>,
+        provider_id: &str,
+        delivery_status: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn notification(&self, id: NotificationId) -> Result<Option<Notification>>;
+    async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>>;
+    /// Records a message sent outside the outbox (an SMS reply in TwiML), for accounting.
+    async fn record_sent_message(
+        &self,
+        message: &NewNotification,
+        segments: i32,
+        cost_micro_eur: i64,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// (sent at, segments, cost) of the SMS a commune sent in `[from, to)`.
+    async fn sms_sent(
+        &self,
+        commune: CommuneId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, i32, i64)>>;
+
+    /// A random secret shared by every instance, created on first use.
+    async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String>;
+
+    async fn begin_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyState>;
+    async fn finish_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()>;
+    /// Forgets a key whose request failed on our side, so that it can be retried.
+    async fn forget_idempotent(&self, scope: &str, key: &str) -> Result<()>;
+
+    async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()>;
+    async fn is_sms_opted_out(&self, phone: &str) -> Result<bool>;
+    async fn set_sms_conversation(
+        &self,
+        phone: &str,
+        appointment: AppointmentId,
+        action: SmsAction,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Takes (and forgets) the pending question of a number, if it has not expired.
+    async fn take_sms_conversation(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(AppointmentId, SmsAction)>>;
 }
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
@@ -277,6 +476,38 @@ pub trait StoreTx: Send {
     ) -> Result<Option<AppointmentId>>;
     async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()>;
     async fn transfer_claims(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()>;
+    /// Writes a notification; false if its `dedupe_key` was already used (nothing written).
+    async fn enqueue(&mut self, notification: &NewNotification, now: DateTime<Utc>)
+    -> Result<bool>;
+    /// Cancels the notifications of an appointment that have not left yet.
+    async fn cancel_pending(
+        &mut self,
+        appointment: AppointmentId,
+        kinds: &[NotificationKind],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// PostgreSQL: serialises the sends to one destination until the end of the transaction
+    /// (so that "at most 3 codes in 10 minutes" holds under concurrency).
+    async fn lock_destination(&mut self, destination: &str) -> Result<()>;
+    /// Notifications of `kind` created for `destination` since `since`.
+    async fn count_sent_to(
+        &mut self,
+        destination: &str,
+        kind: NotificationKind,
+        since: DateTime<Utc>,
+    ) -> Result<i64>;
+    /// SMS of a commune created since `since` (the daily budget).
+    async fn count_commune_sms(&mut self, commune: CommuneId, since: DateTime<Utc>) -> Result<i64>;
+    async fn put_otp(&mut self, otp: &OtpRecord) -> Result<()>;
+    async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>>;
+    async fn insert_manage_token(
+        &mut self,
+        token_hash: &str,
+        appointment: AppointmentId,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The links of a moved appointment lead to its replacement.
+    async fn move_manage_tokens(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 
@@ -287,7 +518,7 @@ mod sql {
         () => {
             "SELECT id, slug, name, insee_code, timezone, population, switchboard_number, switchboard_hours, \
              reminder_delay_hours, quiet_start_minute, quiet_end_minute, sms_sender, \
-             allow_multiple_per_category, (SELECT string_agg(n.number, ',' ORDER BY n.number) \
+             allow_multiple_per_category, sms_daily_budget, allow_foreign_mobiles, (SELECT string_agg(n.number, ',' ORDER BY n.number) \
              FROM commune_phone_numbers n WHERE n.commune_id = communes.id) AS phone_numbers FROM communes"
         };
     }
@@ -296,8 +527,8 @@ mod sql {
     pub const COMMUNE_BY_SLUG: &str = concat!(commune_columns!(), " WHERE slug = $1");
     pub const INSERT_COMMUNE: &str = "INSERT INTO communes (slug, name, insee_code, timezone, population, \
         switchboard_number, switchboard_hours, reminder_delay_hours, quiet_start_minute, quiet_end_minute, \
-        sms_sender, allow_multiple_per_category, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
+        sms_sender, allow_multiple_per_category, sms_daily_budget, allow_foreign_mobiles, created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id";
     pub const INSERT_PHONE_NUMBER: &str =
         "INSERT INTO commune_phone_numbers (number, commune_id) VALUES ($1, $2)";
     pub const COMMUNE_OF_NUMBER: &str =
@@ -396,10 +627,132 @@ mod sql {
     pub const CONFLICTING_CLAIM: &str = "SELECT appointment_id FROM citizen_claims \
         WHERE category = $1 AND kind = $2 AND key = $3 AND appointment_id <> $4 \
         AND (commune_id <> $5 OR exclusive OR $6) LIMIT 1";
-    /// PostgreSQL: serialises the claims on one identity until the end of the transaction.
-    pub const LOCK_IDENTITY: &str =
-        "SELECT pg_advisory_xact_lock(hashtext($1 || ':' || $2 || ':' || $3))";
     pub const RELEASE_CLAIMS: &str = "DELETE FROM citizen_claims WHERE appointment_id = $1";
     pub const TRANSFER_CLAIMS: &str =
         "UPDATE citizen_claims SET appointment_id = $2 WHERE appointment_id = $1";
+
+    macro_rules! notification_columns {
+        () => {
+            "SELECT id, commune_id, appointment_id, kind, channel, destination, dedupe_key, subject, body, \
+             html, ics, due_at, status, attempts, provider_id, delivery_status, segments, cost_micro_eur, \
+             last_error, created_at, sent_at FROM notifications"
+        };
+    }
+    pub const NOTIFICATION: &str = concat!(notification_columns!(), " WHERE id = $1");
+    pub const NOTIFICATIONS_OF: &str = concat!(
+        notification_columns!(),
+        " WHERE appointment_id = $1 ORDER BY created_at, kind, channel"
+    );
+    /// Claimed rows come back whole. `$1` worker, `$2` now, `$3` lease end, `$4` how many.
+    macro_rules! claim_notifications {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE notifications SET status = 'sending', claimed_by = $1, lease_until = $3, \
+                 attempts = attempts + 1, send_started_at = NULL, updated_at = $2 \
+                 WHERE id IN (SELECT id FROM notifications \
+                 WHERE (status = 'pending' AND due_at <= $2) \
+                 OR (status = 'sending' AND lease_until < $2 AND send_started_at IS NULL) \
+                 ORDER BY due_at LIMIT $4",
+                $lock,
+                ") RETURNING id, commune_id, appointment_id, kind, channel, destination, dedupe_key, subject, \
+                 body, html, ics, due_at, status, attempts, provider_id, delivery_status, segments, \
+                 cost_micro_eur, last_error, created_at, sent_at"
+            )
+        };
+    }
+    pub const CLAIM_NOTIFICATIONS: &str = claim_notifications!("");
+    pub const CLAIM_NOTIFICATIONS_SKIP_LOCKED: &str =
+        claim_notifications!(" FOR UPDATE SKIP LOCKED");
+    pub const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, commune_id, appointment_id, kind, channel, \
+        destination, dedupe_key, subject, body, html, ics, due_at, status, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $13) ON CONFLICT DO NOTHING";
+    pub const INSERT_SENT_MESSAGE: &str = "INSERT INTO notifications (id, commune_id, appointment_id, kind, \
+        channel, destination, dedupe_key, subject, body, html, ics, due_at, status, segments, cost_micro_eur, \
+        created_at, updated_at, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'sent', \
+        $13, $14, $15, $15, $15)";
+    pub const CANCEL_PENDING: &str = "UPDATE notifications SET status = 'cancelled', updated_at = $3, \
+        last_error = 'appointment changed before sending' \
+        WHERE appointment_id = $1 AND kind = $2 AND status = 'pending'";
+    pub const COUNT_SENT_TO: &str = "SELECT COUNT(*) FROM notifications \
+        WHERE destination = $1 AND kind = $2 AND created_at >= $3";
+    pub const COUNT_COMMUNE_SMS: &str = "SELECT COUNT(*) FROM notifications \
+        WHERE commune_id = $1 AND channel = 'sms' AND created_at >= $2 AND status <> 'cancelled'";
+    pub const ABANDON_STALE_SENDS: &str = "UPDATE notifications SET status = 'unknown', updated_at = $1, \
+        last_error = 'the worker stopped while sending' \
+        WHERE status = 'sending' AND lease_until < $1 AND send_started_at IS NOT NULL";
+    pub const START_SEND: &str = "UPDATE notifications SET send_started_at = $3, updated_at = $3 \
+        WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    pub const FINISH_SENT: &str = "UPDATE notifications SET status = 'sent', provider_id = $3, segments = $4, \
+        cost_micro_eur = $5, sent_at = $6, updated_at = $6, lease_until = NULL \
+        WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    pub const FINISH_RETRY: &str = "UPDATE notifications SET status = 'pending', due_at = $3, last_error = $4, \
+        updated_at = $5, lease_until = NULL, claimed_by = NULL, send_started_at = NULL \
+        WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    /// `$3` the final status (failed, unknown, cancelled); `$5`, `$6` the segments and cost a
+    /// message whose fate is unknown may have cost.
+    pub const FINISH_OTHER: &str = "UPDATE notifications SET status = $3, last_error = $4, segments = $5, \
+        cost_micro_eur = $6, updated_at = $7, lease_until = NULL \
+        WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    macro_rules! record_delivery {
+        ($where:literal) => {
+            concat!(
+                "UPDATE notifications SET delivery_status = $3, provider_id = COALESCE(provider_id, $2), \
+                 last_error = COALESCE($4, last_error), \
+                 status = CASE WHEN status = 'unknown' THEN \
+                   (CASE WHEN $3 IN ('failed', 'undelivered') THEN 'failed' ELSE 'sent' END) ELSE status END, \
+                 sent_at = CASE WHEN status = 'unknown' AND sent_at IS NULL THEN $5 ELSE sent_at END, \
+                 updated_at = $5 WHERE ",
+                $where
+            )
+        };
+    }
+    pub const RECORD_DELIVERY_BY_ID: &str = record_delivery!("id = $1");
+    pub const RECORD_DELIVERY_BY_PROVIDER_ID: &str =
+        record_delivery!("provider_id = $2 AND $1 IS NULL");
+    pub const SMS_SENT: &str = "SELECT COALESCE(sent_at, created_at), COALESCE(segments, 0), \
+        COALESCE(cost_micro_eur, 0) FROM notifications WHERE commune_id = $1 AND channel = 'sms' \
+        AND status IN ('sent', 'unknown') AND created_at >= $2 AND created_at < $3";
+
+    pub const PUT_OTP: &str = "INSERT INTO otp_codes (appointment_id, destination, code_hash, expires_at, \
+        attempts_left, used_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        ON CONFLICT (appointment_id) DO UPDATE SET destination = excluded.destination, \
+        code_hash = excluded.code_hash, expires_at = excluded.expires_at, \
+        attempts_left = excluded.attempts_left, used_at = excluded.used_at, created_at = excluded.created_at";
+    pub const OTP: &str = "SELECT appointment_id, destination, code_hash, expires_at, attempts_left, used_at, \
+        created_at FROM otp_codes WHERE appointment_id = $1";
+
+    pub const INSERT_TOKEN: &str =
+        "INSERT INTO manage_tokens (token_hash, appointment_id, created_at) VALUES ($1, $2, $3)";
+    pub const MOVE_TOKENS: &str =
+        "UPDATE manage_tokens SET appointment_id = $2 WHERE appointment_id = $1";
+    pub const APPOINTMENT_BY_TOKEN: &str = concat!(
+        appointment_columns!(),
+        " WHERE id = (SELECT appointment_id FROM manage_tokens WHERE token_hash = $1)"
+    );
+    pub const NEXT_APPOINTMENT_OF_PHONE: &str = concat!(
+        appointment_columns!(),
+        " WHERE phone = $1 AND status = 'confirmed' AND starts_at > $2 ORDER BY starts_at LIMIT 1"
+    );
+
+    pub const INSERT_SETTING: &str =
+        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    pub const SETTING: &str = "SELECT value FROM settings WHERE name = $1";
+
+    pub const DELETE_OLD_KEY: &str =
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3";
+    pub const INSERT_KEY: &str = "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) \
+        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+    pub const KEY: &str = "SELECT request_hash, status_code, response FROM idempotency_keys \
+        WHERE scope = $1 AND key = $2";
+    pub const FINISH_KEY: &str =
+        "UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE scope = $1 AND key = $2";
+    pub const FORGET_KEY: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2";
+
+    pub const INSERT_OPT_OUT: &str =
+        "INSERT INTO sms_opt_outs (phone, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    pub const OPT_OUT: &str = "SELECT COUNT(*) FROM sms_opt_outs WHERE phone = $1";
+    pub const PUT_CONVERSATION: &str = "INSERT INTO sms_conversations (phone, appointment_id, action, expires_at) \
+        VALUES ($1, $2, $3, $4) ON CONFLICT (phone) DO UPDATE SET appointment_id = excluded.appointment_id, \
+        action = excluded.action, expires_at = excluded.expires_at";
+    pub const TAKE_CONVERSATION: &str = "DELETE FROM sms_conversations WHERE phone = $1 RETURNING appointment_id, action, expires_at";
 }

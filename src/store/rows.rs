@@ -2,11 +2,12 @@
 //! the same column names and compatible types (SQLite's INTEGER instants decode as `DateTime`), so
 //! one set of row types serves both backends.
 
-use super::{Result, StoreError};
+use super::{NewNotification, Notification, OtpRecord, Result, StoreError};
 use crate::domain::{
     AntsApplicationId, Appointment, AppointmentPlace, Category, Channel, Channels, Citizen,
-    CitizenName, Closure, Commune, Email, Location, MinuteOfDay, OpeningRule, PhoneE164, Planning,
-    Service, Status, Weekdays, WeeklyHours, slots::Occupied,
+    CitizenName, Closure, Commune, Email, Location, MessageChannel, MinuteOfDay, NotificationKind,
+    NotificationStatus, OpeningRule, PhoneE164, Planning, Service, Status, Weekdays, WeeklyHours,
+    slots::Occupied,
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -44,6 +45,8 @@ pub struct CommuneRow {
     pub quiet_end_minute: i32,
     pub sms_sender: String,
     pub allow_multiple_per_category: bool,
+    pub sms_daily_budget: i32,
+    pub allow_foreign_mobiles: bool,
     /// Comma-separated, in order.
     pub phone_numbers: Option<String>,
 }
@@ -75,6 +78,8 @@ impl CommuneRow {
             reminder_delay_hours: self.reminder_delay_hours,
             sms_sender: self.sms_sender,
             allow_multiple_per_category: self.allow_multiple_per_category,
+            sms_daily_budget: self.sms_daily_budget,
+            allow_foreign_mobiles: self.allow_foreign_mobiles,
         })
     }
 }
@@ -352,5 +357,89 @@ impl TryFrom<PlaceRow> for AppointmentPlace {
             service_name: r.service_name,
             starts_at: r.starts_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct NotificationRow {
+    pub id: Uuid,
+    pub commune_id: Option<i64>,
+    pub appointment_id: Option<Uuid>,
+    pub kind: String,
+    pub channel: String,
+    pub destination: String,
+    pub dedupe_key: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub html: Option<String>,
+    pub ics: Option<String>,
+    pub due_at: DateTime<Utc>,
+    pub status: String,
+    pub attempts: i32,
+    pub provider_id: Option<String>,
+    pub delivery_status: Option<String>,
+    pub segments: Option<i32>,
+    pub cost_micro_eur: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<NotificationRow> for Notification {
+    type Error = StoreError;
+    fn try_from(r: NotificationRow) -> Result<Self> {
+        Ok(Notification {
+            message: NewNotification {
+                kind: NotificationKind::parse(&r.kind)
+                    .ok_or_else(|| corrupt(format!("notification kind {}", r.kind)))?,
+                channel: MessageChannel::parse(&r.channel)
+                    .ok_or_else(|| corrupt(format!("notification channel {}", r.channel)))?,
+                id: r.id,
+                commune_id: r.commune_id,
+                appointment_id: r.appointment_id,
+                destination: r.destination,
+                dedupe_key: r.dedupe_key,
+                subject: r.subject,
+                body: r.body,
+                html: r.html,
+                ics: r.ics,
+                due_at: r.due_at,
+            },
+            status: NotificationStatus::parse(&r.status)
+                .ok_or_else(|| corrupt(format!("notification status {}", r.status)))?,
+            attempts: r.attempts,
+            provider_id: r.provider_id,
+            delivery_status: r.delivery_status,
+            segments: r.segments,
+            cost_micro_eur: r.cost_micro_eur,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct OtpRow {
+    pub appointment_id: Uuid,
+    pub destination: String,
+    pub code_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub attempts_left: i32,
+    pub used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<OtpRow> for OtpRecord {
+    fn from(r: OtpRow) -> Self {
+        OtpRecord {
+            appointment_id: r.appointment_id,
+            destination: r.destination,
+            code_hash: r.code_hash,
+            expires_at: r.expires_at,
+            attempts_left: r.attempts_left,
+            used_at: r.used_at,
+            created_at: r.created_at,
+        }
     }
 }

@@ -147,7 +147,7 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
+        let client = crate::helpers::http_client();
         for _ in 0..300 {
             if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
                 && r.status() == 200
@@ -163,7 +163,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status (the server finishes in-flight requests and exits 0).
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
@@ -173,13 +173,22 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
         panic!("guichet ignored SIGTERM");
     }
 }
 
+/// A failed test must not leave a server behind (it would also hold the test's output open).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 async fn check_running_demo(server: &Server) {
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let healthz = client
         .get(format!("{}/healthz", server.base))
         .send()

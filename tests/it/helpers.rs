@@ -312,6 +312,8 @@ async fn seed_commune(
             quiet_end: MinuteOfDay::hm(8, 0),
             sms_sender: "Testville".into(),
             allow_multiple_per_category: o.allow_multiple,
+            sms_daily_budget: 300,
+            allow_foreign_mobiles: false,
         })
         .await
         .unwrap();
@@ -434,7 +436,7 @@ impl TestApp {
         });
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: http_client(),
             clock,
             shutdown: Some(tx),
         }
@@ -464,4 +466,10 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// An HTTP client for tests (TLS provider installed first).
+pub fn http_client() -> reqwest::Client {
+    guichet::install_crypto_provider();
+    reqwest::Client::new()
 }

@@ -91,6 +91,8 @@ async fn communes_round_trip(db: crate::helpers::TestDb) {
         quiet_end: MinuteOfDay::hm(7, 30),
         sms_sender: "Autreville".into(),
         allow_multiple_per_category: true,
+        sms_daily_budget: 300,
+        allow_foreign_mobiles: false,
     };
     let id = store.insert_commune(&second).await.unwrap();
     let got = store.commune(id).await.unwrap().unwrap();

@@ -1,0 +1,926 @@
+//! The store methods whose SQL and code are the same on SQLite and PostgreSQL, written once.
+//! Each backend module invokes these macros inside its `impl` blocks after defining what
+//! differs: `ts`/`opt_ts` (how an instant is bound), `map_err` (error codes), the locking
+//! statements (`PLANNING_LOCKED`, `APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`) and `lock_key`.
+//! Names in the bodies resolve where the macro is invoked.
+
+/// `impl Store for $store { <the backend's own methods> <the shared ones> }`; a backend gives
+/// `backend`, `migrate`, `begin` and `occupancy`. (The whole `impl` comes from the macro so that
+/// `#[async_trait]` sees every method.)
+macro_rules! impl_store {
+    ($store:ty { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl Store for $store {
+        $($own)*
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn insert_commune(&self, c: &NewCommune) -> Result<CommuneId> {
+                let mut tx = self.write_tx().await?;
+                let hours = serde_json::to_string(&c.switchboard_hours)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let id: i64 = sqlx::query_scalar(sql::INSERT_COMMUNE)
+                    .bind(&c.slug)
+                    .bind(&c.name)
+                    .bind(&c.insee_code)
+                    .bind(c.timezone.name())
+                    .bind(c.population)
+                    .bind(&c.switchboard_number)
+                    .bind(hours)
+                    .bind(c.reminder_delay_hours)
+                    .bind(i32::from(c.quiet_start.0))
+                    .bind(i32::from(c.quiet_end.0))
+                    .bind(&c.sms_sender)
+                    .bind(c.allow_multiple_per_category)
+                    .bind(c.sms_daily_budget)
+                    .bind(c.allow_foreign_mobiles)
+                    .bind(ts(Utc::now()))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for number in &c.phone_numbers {
+                    sqlx::query(sql::INSERT_PHONE_NUMBER)
+                        .bind(number)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn communes(&self) -> Result<Vec<Commune>> {
+                let rows: Vec<CommuneRow> = sqlx::query_as(sql::COMMUNES)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(CommuneRow::into_domain).collect()
+            }
+
+            async fn commune(&self, id: CommuneId) -> Result<Option<Commune>> {
+                let row: Option<CommuneRow> = sqlx::query_as(sql::COMMUNE)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(CommuneRow::into_domain).transpose()
+            }
+
+            async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
+                let row: Option<CommuneRow> = sqlx::query_as(sql::COMMUNE_BY_SLUG)
+                    .bind(slug)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(CommuneRow::into_domain).transpose()
+            }
+
+            async fn commune_by_phone_number(&self, number: &str) -> Result<Option<Commune>> {
+                let id: Option<i64> = sqlx::query_scalar(sql::COMMUNE_OF_NUMBER)
+                    .bind(number)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                match id {
+                    Some(id) => self.commune(id).await,
+                    None => Ok(None),
+                }
+            }
+
+            async fn insert_location(&self, l: &NewLocation) -> Result<LocationId> {
+                sqlx::query_scalar(sql::INSERT_LOCATION)
+                    .bind(l.commune_id)
+                    .bind(&l.name)
+                    .bind(&l.address)
+                    .bind(&l.postcode)
+                    .bind(&l.city)
+                    .bind(&l.access_notes)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn locations(&self, commune: CommuneId) -> Result<Vec<Location>> {
+                let rows: Vec<LocationRow> = sqlx::query_as(sql::LOCATIONS)
+                    .bind(commune)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(Location::from).collect())
+            }
+
+            async fn insert_service(&self, s: &NewService) -> Result<ServiceId> {
+                sqlx::query_scalar(sql::INSERT_SERVICE)
+                    .bind(s.commune_id)
+                    .bind(&s.name)
+                    .bind(&s.spoken_name)
+                    .bind(s.category.as_str())
+                    .bind(s.duration_minutes)
+                    .bind(s.max_persons)
+                    .bind(s.min_notice_minutes)
+                    .bind(s.horizon_days)
+                    .bind(s.channels.web)
+                    .bind(s.channels.phone)
+                    .bind(s.channels.agent)
+                    .bind(&s.what_to_bring)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn services(&self, commune: CommuneId) -> Result<Vec<Service>> {
+                let rows: Vec<ServiceRow> = sqlx::query_as(sql::SERVICES)
+                    .bind(commune)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Service::try_from).collect()
+            }
+
+            async fn service(&self, id: ServiceId) -> Result<Option<Service>> {
+                let row: Option<ServiceRow> = sqlx::query_as(sql::SERVICE)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Service::try_from).transpose()
+            }
+
+            async fn insert_planning(&self, p: &NewPlanning) -> Result<PlanningId> {
+                sqlx::query_scalar(sql::INSERT_PLANNING)
+                    .bind(p.commune_id)
+                    .bind(&p.name)
+                    .bind(p.capacity)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn plannings(&self, commune: CommuneId) -> Result<Vec<Planning>> {
+                let rows: Vec<PlanningRow> = sqlx::query_as(sql::PLANNINGS)
+                    .bind(commune)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(Planning::from).collect())
+            }
+
+            async fn insert_opening_rule(&self, r: &NewOpeningRule) -> Result<OpeningRuleId> {
+                let mut tx = self.write_tx().await?;
+                let id: i64 = sqlx::query_scalar(sql::INSERT_RULE)
+                    .bind(r.planning_id)
+                    .bind(r.location_id)
+                    .bind(i32::from(r.weekdays.0))
+                    .bind(i32::from(r.start.0))
+                    .bind(i32::from(r.end.0))
+                    .bind(r.step_minutes)
+                    .bind(r.valid_from)
+                    .bind(r.valid_until)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for service in &r.service_ids {
+                    sqlx::query(sql::INSERT_RULE_SERVICE)
+                        .bind(id)
+                        .bind(service)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(id)
+            }
+
+            async fn opening_rules(&self, commune: CommuneId) -> Result<Vec<OpeningRule>> {
+                let rules: Vec<RuleRow> = sqlx::query_as(sql::RULES)
+                    .bind(commune)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rules.into_iter().map(OpeningRule::try_from).collect()
+            }
+
+            async fn insert_closure(&self, c: &NewClosure) -> Result<ClosureId> {
+                sqlx::query_scalar(sql::INSERT_CLOSURE)
+                    .bind(c.commune_id)
+                    .bind(c.planning_id)
+                    .bind(c.location_id)
+                    .bind(ts(c.starts_at))
+                    .bind(ts(c.ends_at))
+                    .bind(&c.reason)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn closures(
+                &self,
+                commune: CommuneId,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<Closure>> {
+                let rows: Vec<ClosureRow> = sqlx::query_as(sql::CLOSURES)
+                    .bind(commune)
+                    .bind(ts(from))
+                    .bind(ts(to))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(Closure::from).collect())
+            }
+
+            async fn appointment(&self, id: AppointmentId) -> Result<Option<Appointment>> {
+                let row: Option<AppointmentRow> = sqlx::query_as(sql::APPOINTMENT)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Appointment::try_from).transpose()
+            }
+
+            async fn appointments(
+                &self,
+                commune: CommuneId,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<Appointment>> {
+                let rows: Vec<AppointmentRow> = sqlx::query_as(sql::APPOINTMENTS)
+                    .bind(commune)
+                    .bind(ts(from))
+                    .bind(ts(to))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Appointment::try_from).collect()
+            }
+
+            async fn appointment_place(&self, id: AppointmentId) -> Result<Option<AppointmentPlace>> {
+                let row: Option<PlaceRow> = sqlx::query_as(sql::APPOINTMENT_PLACE)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(AppointmentPlace::try_from).transpose()
+            }
+
+            async fn appointment_by_token(&self, token_hash: &str) -> Result<Option<Appointment>> {
+                let row: Option<AppointmentRow> = sqlx::query_as(sql::APPOINTMENT_BY_TOKEN)
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Appointment::try_from).transpose()
+            }
+
+            async fn next_appointment_of_phone(
+                &self,
+                phone: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Appointment>> {
+                let row: Option<AppointmentRow> = sqlx::query_as(sql::NEXT_APPOINTMENT_OF_PHONE)
+                    .bind(phone)
+                    .bind(ts(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Appointment::try_from).transpose()
+            }
+
+            async fn claim_notifications(
+                &self,
+                worker: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<Notification>> {
+                let rows: Vec<NotificationRow> = sqlx::query_as(CLAIM_NOTIFICATIONS)
+                    .bind(worker)
+                    .bind(ts(now))
+                    .bind(ts(lease_until))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Notification::try_from).collect()
+            }
+
+            async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64> {
+                let done = sqlx::query(sql::ABANDON_STALE_SENDS)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn start_send(
+                &self,
+                id: NotificationId,
+                worker: &str,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let done = sqlx::query(sql::START_SEND)
+                    .bind(id)
+                    .bind(worker)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn finish_send(
+                &self,
+                id: NotificationId,
+                worker: &str,
+                result: &SendResult,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let query = match result {
+                    SendResult::Sent {
+                        provider_id,
+                        segments,
+                        cost_micro_eur,
+                    } => sqlx::query(sql::FINISH_SENT)
+                        .bind(id)
+                        .bind(worker)
+                        .bind(provider_id.clone())
+                        .bind(*segments)
+                        .bind(*cost_micro_eur)
+                        .bind(ts(now)),
+                    SendResult::Retry { due_at, error } => sqlx::query(sql::FINISH_RETRY)
+                        .bind(id)
+                        .bind(worker)
+                        .bind(ts(*due_at))
+                        .bind(error.clone())
+                        .bind(ts(now)),
+                    SendResult::Failed { error } | SendResult::Cancelled { reason: error } => {
+                        let status = if matches!(result, SendResult::Failed { .. }) {
+                            NotificationStatus::Failed
+                        } else {
+                            NotificationStatus::Cancelled
+                        };
+                        sqlx::query(sql::FINISH_OTHER)
+                            .bind(id)
+                            .bind(worker)
+                            .bind(status.as_str())
+                            .bind(error.clone())
+                            .bind(None::<i32>)
+                            .bind(None::<i64>)
+                            .bind(ts(now))
+                    }
+                    SendResult::Unknown {
+                        error,
+                        segments,
+                        cost_micro_eur,
+                    } => sqlx::query(sql::FINISH_OTHER)
+                        .bind(id)
+                        .bind(worker)
+                        .bind(NotificationStatus::Unknown.as_str())
+                        .bind(error.clone())
+                        .bind(Some(*segments))
+                        .bind(Some(*cost_micro_eur))
+                        .bind(ts(now)),
+                };
+                query.execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn record_delivery(
+                &self,
+                id: Option<NotificationId>,
+                provider_id: &str,
+                delivery_status: &str,
+                error: Option<&str>,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let statement = if id.is_some() {
+                    sql::RECORD_DELIVERY_BY_ID
+                } else {
+                    sql::RECORD_DELIVERY_BY_PROVIDER_ID
+                };
+                let done = sqlx::query(statement)
+                    .bind(id)
+                    .bind(provider_id)
+                    .bind(delivery_status)
+                    .bind(error)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn notification(&self, id: NotificationId) -> Result<Option<Notification>> {
+                let row: Option<NotificationRow> = sqlx::query_as(sql::NOTIFICATION)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Notification::try_from).transpose()
+            }
+
+            async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>> {
+                let rows: Vec<NotificationRow> = sqlx::query_as(sql::NOTIFICATIONS_OF)
+                    .bind(appointment)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Notification::try_from).collect()
+            }
+
+            async fn record_sent_message(
+                &self,
+                m: &NewNotification,
+                segments: i32,
+                cost_micro_eur: i64,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(sql::INSERT_SENT_MESSAGE)
+                    .bind(m.id)
+                    .bind(m.commune_id)
+                    .bind(m.appointment_id)
+                    .bind(m.kind.as_str())
+                    .bind(m.channel.as_str())
+                    .bind(&m.destination)
+                    .bind(&m.dedupe_key)
+                    .bind(&m.subject)
+                    .bind(&m.body)
+                    .bind(&m.html)
+                    .bind(&m.ics)
+                    .bind(ts(m.due_at))
+                    .bind(segments)
+                    .bind(cost_micro_eur)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn sms_sent(
+                &self,
+                commune: CommuneId,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<(DateTime<Utc>, i32, i64)>> {
+                sqlx::query_as(sql::SMS_SENT)
+                    .bind(commune)
+                    .bind(ts(from))
+                    .bind(ts(to))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String> {
+                sqlx::query(sql::INSERT_SETTING)
+                    .bind(name)
+                    .bind(fresh)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query_scalar(sql::SETTING)
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn begin_idempotent(
+                &self,
+                scope: &str,
+                key: &str,
+                request_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<IdempotencyState> {
+                sqlx::query(sql::DELETE_OLD_KEY)
+                    .bind(scope)
+                    .bind(key)
+                    .bind(ts(now - chrono::Duration::hours(24)))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                let inserted = sqlx::query(sql::INSERT_KEY)
+                    .bind(scope)
+                    .bind(key)
+                    .bind(request_hash)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(IdempotencyState::Started);
+                }
+                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(sql::KEY)
+                    .bind(scope)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(match row {
+                    // Forgotten in between: let the client try again.
+                    None => IdempotencyState::InProgress,
+                    Some((hash, _, _)) if hash != request_hash => IdempotencyState::Mismatch,
+                    Some((_, Some(status), Some(body))) => IdempotencyState::Replay {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    },
+                    Some(_) => IdempotencyState::InProgress,
+                })
+            }
+
+            async fn finish_idempotent(
+                &self,
+                scope: &str,
+                key: &str,
+                status: u16,
+                body: &str,
+            ) -> Result<()> {
+                sqlx::query(sql::FINISH_KEY)
+                    .bind(scope)
+                    .bind(key)
+                    .bind(i32::from(status))
+                    .bind(body)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn forget_idempotent(&self, scope: &str, key: &str) -> Result<()> {
+                sqlx::query(sql::FORGET_KEY)
+                    .bind(scope)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()> {
+                sqlx::query(sql::INSERT_OPT_OUT)
+                    .bind(phone)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn is_sms_opted_out(&self, phone: &str) -> Result<bool> {
+                let count: i64 = sqlx::query_scalar(sql::OPT_OUT)
+                    .bind(phone)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(count > 0)
+            }
+
+            async fn set_sms_conversation(
+                &self,
+                phone: &str,
+                appointment: AppointmentId,
+                action: SmsAction,
+                expires_at: DateTime<Utc>,
+            ) -> Result<()> {
+                let action = match action {
+                    SmsAction::Cancel => "cancel",
+                };
+                sqlx::query(sql::PUT_CONVERSATION)
+                    .bind(phone)
+                    .bind(appointment)
+                    .bind(action)
+                    .bind(ts(expires_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn take_sms_conversation(
+                &self,
+                phone: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<(AppointmentId, SmsAction)>> {
+                let row: Option<(AppointmentId, String, DateTime<Utc>)> =
+                    sqlx::query_as(sql::TAKE_CONVERSATION)
+                        .bind(phone)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                Ok(row.and_then(|(appointment, action, expires_at)| {
+                    (expires_at > now && action == "cancel").then_some((appointment, SmsAction::Cancel))
+                }))
+            }
+
+        }
+    };
+}
+
+/// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`.
+macro_rules! impl_store_tx {
+    ($tx:ty { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl StoreTx for $tx {
+        $($own)*
+            async fn lock_planning(&mut self, id: PlanningId) -> Result<Option<Planning>> {
+                let row: Option<PlanningRow> = sqlx::query_as(PLANNING_LOCKED)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(Planning::from))
+            }
+
+            async fn release_expired_holds(
+                &mut self,
+                planning: PlanningId,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let done = sqlx::query(sql::RELEASE_EXPIRED)
+                    .bind(planning)
+                    .bind(ts(now))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn busy_seats(
+                &mut self,
+                planning: PlanningId,
+                start: DateTime<Utc>,
+                end: DateTime<Utc>,
+            ) -> Result<Vec<i32>> {
+                sqlx::query_scalar(sql::BUSY_SEATS)
+                    .bind(planning)
+                    .bind(ts(start))
+                    .bind(ts(end))
+                    .fetch_all(&mut *self.tx)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn appointment(&mut self, id: AppointmentId) -> Result<Option<Appointment>> {
+                let row: Option<AppointmentRow> = sqlx::query_as(APPOINTMENT_LOCKED)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Appointment::try_from).transpose()
+            }
+
+            async fn insert_appointment(&mut self, a: &Appointment) -> Result<()> {
+                sqlx::query(sql::INSERT_APPOINTMENT)
+                    .bind(a.id)
+                    .bind(a.commune_id)
+                    .bind(a.planning_id)
+                    .bind(a.location_id)
+                    .bind(a.service_id)
+                    .bind(ts(a.starts_at))
+                    .bind(ts(a.ends_at))
+                    .bind(a.seat)
+                    .bind(a.persons)
+                    .bind(a.citizen.name.as_str())
+                    .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
+                    .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
+                    .bind(ants_ids_text(a))
+                    .bind(a.channel.as_str())
+                    .bind(a.status.as_str())
+                    .bind(opt_ts(a.hold_expires_at))
+                    .bind(a.replaces_id)
+                    .bind(&a.cancel_reason)
+                    .bind(a.version)
+                    .bind(ts(a.created_at))
+                    .bind(ts(a.updated_at))
+                    .bind(opt_ts(a.confirmed_at))
+                    .bind(opt_ts(a.cancelled_at))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn update_appointment(&mut self, a: &Appointment) -> Result<()> {
+                sqlx::query(sql::UPDATE_APPOINTMENT)
+                    .bind(a.id)
+                    .bind(a.planning_id)
+                    .bind(a.location_id)
+                    .bind(ts(a.starts_at))
+                    .bind(ts(a.ends_at))
+                    .bind(a.seat)
+                    .bind(a.persons)
+                    .bind(a.citizen.name.as_str())
+                    .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
+                    .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
+                    .bind(ants_ids_text(a))
+                    .bind(a.status.as_str())
+                    .bind(opt_ts(a.hold_expires_at))
+                    .bind(&a.cancel_reason)
+                    .bind(a.version)
+                    .bind(ts(a.updated_at))
+                    .bind(opt_ts(a.confirmed_at))
+                    .bind(opt_ts(a.cancelled_at))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn claim(
+                &mut self,
+                claim: &Claim,
+                holder: &ClaimHolder,
+                now: DateTime<Utc>,
+            ) -> Result<Option<AppointmentId>> {
+                let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
+                // Claims on one identity are decided one transaction at a time (the schema is the
+                // backstop).
+                lock_key(&mut self.tx, &format!("claim:{category}:{kind}:{}", claim.key)).await?;
+                sqlx::query(sql::DELETE_STALE_CLAIM)
+                    .bind(category)
+                    .bind(kind)
+                    .bind(&claim.key)
+                    .bind(ts(now))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                let conflicting: Option<AppointmentId> = sqlx::query_scalar(sql::CONFLICTING_CLAIM)
+                    .bind(category)
+                    .bind(kind)
+                    .bind(&claim.key)
+                    .bind(holder.appointment)
+                    .bind(holder.commune)
+                    .bind(holder.exclusive)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                if conflicting.is_some() {
+                    return Ok(conflicting);
+                }
+                // Inserting twice for the same appointment is a no-op.
+                sqlx::query(sql::INSERT_CLAIM)
+                    .bind(category)
+                    .bind(kind)
+                    .bind(&claim.key)
+                    .bind(holder.appointment)
+                    .bind(holder.commune)
+                    .bind(holder.exclusive)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(None)
+            }
+
+            async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {
+                sqlx::query(sql::RELEASE_CLAIMS)
+                    .bind(appointment)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn transfer_claims(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()> {
+                sqlx::query(sql::TRANSFER_CLAIMS)
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn enqueue(&mut self, n: &NewNotification, now: DateTime<Utc>) -> Result<bool> {
+                let done = sqlx::query(sql::INSERT_NOTIFICATION)
+                    .bind(n.id)
+                    .bind(n.commune_id)
+                    .bind(n.appointment_id)
+                    .bind(n.kind.as_str())
+                    .bind(n.channel.as_str())
+                    .bind(&n.destination)
+                    .bind(&n.dedupe_key)
+                    .bind(&n.subject)
+                    .bind(&n.body)
+                    .bind(&n.html)
+                    .bind(&n.ics)
+                    .bind(ts(n.due_at))
+                    .bind(ts(now))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn cancel_pending(
+                &mut self,
+                appointment: AppointmentId,
+                kinds: &[NotificationKind],
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let mut cancelled = 0;
+                for kind in kinds {
+                    cancelled += sqlx::query(sql::CANCEL_PENDING)
+                        .bind(appointment)
+                        .bind(kind.as_str())
+                        .bind(ts(now))
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                }
+                Ok(cancelled)
+            }
+
+            async fn lock_destination(&mut self, destination: &str) -> Result<()> {
+                lock_key(&mut self.tx, &format!("destination:{destination}")).await
+            }
+
+            async fn count_sent_to(
+                &mut self,
+                destination: &str,
+                kind: NotificationKind,
+                since: DateTime<Utc>,
+            ) -> Result<i64> {
+                sqlx::query_scalar(sql::COUNT_SENT_TO)
+                    .bind(destination)
+                    .bind(kind.as_str())
+                    .bind(ts(since))
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn count_commune_sms(
+                &mut self,
+                commune: CommuneId,
+                since: DateTime<Utc>,
+            ) -> Result<i64> {
+                sqlx::query_scalar(sql::COUNT_COMMUNE_SMS)
+                    .bind(commune)
+                    .bind(ts(since))
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn put_otp(&mut self, o: &OtpRecord) -> Result<()> {
+                sqlx::query(sql::PUT_OTP)
+                    .bind(o.appointment_id)
+                    .bind(&o.destination)
+                    .bind(&o.code_hash)
+                    .bind(ts(o.expires_at))
+                    .bind(o.attempts_left)
+                    .bind(opt_ts(o.used_at))
+                    .bind(ts(o.created_at))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>> {
+                let row: Option<OtpRow> = sqlx::query_as(sql::OTP)
+                    .bind(appointment)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(OtpRecord::from))
+            }
+
+            async fn insert_manage_token(
+                &mut self,
+                token_hash: &str,
+                appointment: AppointmentId,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(sql::INSERT_TOKEN)
+                    .bind(token_hash)
+                    .bind(appointment)
+                    .bind(ts(now))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn move_manage_tokens(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()> {
+                sqlx::query(sql::MOVE_TOKENS)
+                    .bind(from)
+                    .bind(to)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+        }
+    };
+}
