@@ -28,9 +28,23 @@ pub struct Config {
     pub twilio_api_base: String,
     pub twilio_from: Option<String>,
     pub twilio_messaging_service_sid: Option<String>,
+    /// Seconds to wait for the SMS provider before the send counts as ambiguous.
+    pub twilio_timeout_seconds: u64,
+    /// Development only: accept webhooks without a valid `X-Twilio-Signature`.
+    pub twilio_skip_signature: bool,
     /// May carry a password (`smtp://user:pass@host`).
     pub smtp_url: Option<SecretString>,
     pub mail_from: Option<String>,
+    /// Keys the hashes of one-time codes. When absent, a random key is created once and kept
+    /// in the database, shared by every instance.
+    pub secret_key: Option<SecretString>,
+    /// What one SMS segment costs, in euros (the platform's price list: 0.07).
+    pub sms_price_eur: f64,
+    /// Bearer token for the platform's own routes (SMS usage); without it they are closed,
+    /// except in demo mode.
+    pub admin_token: Option<SecretString>,
+    /// Whether this instance sends notifications (every instance may: claims never collide).
+    pub outbox_worker: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -59,8 +73,14 @@ impl Default for Config {
             twilio_api_base: "https://api.twilio.com".to_owned(),
             twilio_from: None,
             twilio_messaging_service_sid: None,
+            twilio_timeout_seconds: 10,
+            twilio_skip_signature: false,
             smtp_url: None,
             mail_from: None,
+            secret_key: None,
+            sms_price_eur: 0.07,
+            admin_token: None,
+            outbox_worker: true,
         }
     }
 }
@@ -108,10 +128,18 @@ impl Config {
         } else {
             config.public_url.trim_end_matches('/').to_owned()
         };
+        if !(0.0..1000.0).contains(&config.sms_price_eur) {
+            return Err(ConfigError("sms_price_eur must be a price in euros".into()));
+        }
         if config.hold_minutes == 0 {
             return Err(ConfigError("hold_minutes must be at least 1".into()));
         }
         Ok(config)
+    }
+
+    /// The price of one SMS segment in millionths of a euro.
+    pub fn sms_price_micro_eur(&self) -> i64 {
+        (self.sms_price_eur * 1_000_000.0).round() as i64
     }
 
     pub fn hold_duration(&self) -> chrono::Duration {
@@ -137,8 +165,14 @@ const KNOWN: &[&str] = &[
     "twilio_api_base",
     "twilio_from",
     "twilio_messaging_service_sid",
+    "twilio_timeout_seconds",
+    "twilio_skip_signature",
     "smtp_url",
     "mail_from",
+    "secret_key",
+    "sms_price_eur",
+    "admin_token",
+    "outbox_worker",
 ];
 
 /// `postgres://guichet:s3cret@db/guichet` → `postgres://guichet:***@db/guichet`; a
@@ -196,6 +230,12 @@ impl fmt::Debug for Config {
                     .map(|u| mask_url_password(u.expose_secret())),
             )
             .field("mail_from", &self.mail_from)
+            .field("twilio_timeout_seconds", &self.twilio_timeout_seconds)
+            .field("twilio_skip_signature", &self.twilio_skip_signature)
+            .field("secret_key", &secret(&self.secret_key))
+            .field("sms_price_eur", &self.sms_price_eur)
+            .field("admin_token", &secret(&self.admin_token))
+            .field("outbox_worker", &self.outbox_worker)
             .finish()
     }
 }
@@ -224,6 +264,8 @@ mod tests {
             );
             jail.set_env("GUICHET_LISTEN", "127.0.0.1:7000");
             jail.set_env("TWILIO_AUTH_TOKEN", "tok-123");
+            jail.set_env("GUICHET_SECRET_KEY", "key-456");
+            jail.set_env("GUICHET_SMS_PRICE_EUR", "0.065");
             jail.set_env("TWILIO_ACCOUNT_SID", "AC123");
             jail.set_env("GUICHET_TEST_SOMETHING", "ignored");
             let config = Config::load(None).map_err(|e| e.to_string())?;
@@ -235,6 +277,8 @@ mod tests {
             let printed = format!("{config:?}");
             assert!(!printed.contains("s3cret"), "{printed}");
             assert!(!printed.contains("tok-123"), "{printed}");
+            assert!(!printed.contains("key-456"), "{printed}");
+            assert_eq!(config.sms_price_micro_eur(), 65_000);
             assert!(printed.contains("postgres://guichet:***@db:5432/guichet"));
             Ok(())
         });

@@ -7,19 +7,26 @@ pub mod booking;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
+pub mod voice;
 pub mod web;
 
 use crate::booking::Engine;
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
+use crate::notify::email::{ConsoleMailer, Mailer, SmtpMailer};
+use crate::notify::outbox::Outbox;
+use crate::notify::sms::{ConsoleSms, DevOutbox, SmsSender, SmsSenderId, TwilioSms};
 use crate::store::Store;
 use crate::web::AppState;
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Outgoing TLS (the SMS provider, SMTP, PostgreSQL) goes through rustls with the `ring`
 /// provider, installed once per process before any client is built.
@@ -28,28 +35,46 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The application, assembled: engine, store, configuration. Tests build one on a fresh
-/// database with a frozen clock and serve it on port 0.
+/// The application, assembled: engine, store, configuration, message transports. Tests build
+/// one on a fresh database with a frozen clock and fake providers, and serve it on port 0.
 #[derive(Clone)]
 pub struct App {
     state: AppState,
+    sms: Arc<dyn SmsSender>,
+    mail: Arc<dyn Mailer>,
+    run_worker: bool,
 }
 
 impl App {
+    /// Transports come from the configuration: Twilio when its credentials are set, SMTP when
+    /// its URL is, the console otherwise.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config, demo: bool) -> Self {
         install_crypto_provider();
-        let engine = Engine::new(store, clock, config.hold_duration());
+        let mut engine =
+            Engine::new(store, clock, config.hold_duration()).with_public_url(&config.public_url);
+        if let Some(key) = &config.secret_key {
+            engine = engine.with_otp_key(key.expose_secret().as_bytes());
+        }
+        let dev_outbox = DevOutbox::default();
+        let sms = sms_transport(&config, &dev_outbox);
+        let mail = mail_transport(&config, &dev_outbox);
+        let run_worker = config.outbox_worker;
         Self {
             state: AppState {
                 engine,
                 config: Arc::new(config),
                 metrics: telemetry::metrics_handle(),
                 demo,
+                dev_outbox,
             },
+            sms,
+            mail,
+            run_worker,
         }
     }
 
-    /// Opens the configured database (creating and migrating it as needed) and builds the app.
+    /// Opens the configured database (creating and migrating it as needed) and builds the app,
+    /// with the one-time-code key every instance shares.
     pub async fn connect(
         config: Config,
         clock: Arc<dyn Clock>,
@@ -63,7 +88,31 @@ impl App {
                     config::mask_url_password(&config.database_url)
                 )
             })?;
-        Ok(Self::new(store, clock, config, demo))
+        let configured = config.secret_key.is_some();
+        let mut app = Self::new(store.clone(), clock, config, demo);
+        if !configured {
+            let fresh = domain::otp::hex(&rand::random::<[u8; 32]>());
+            let key = store.shared_secret("otp_key", &fresh).await?;
+            app.state.engine = app.state.engine.clone().with_otp_key(key.as_bytes());
+        }
+        Ok(app)
+    }
+
+    /// Replaces the SMS transport (tests: a local server speaking Twilio's contract).
+    pub fn with_sms(mut self, sms: Arc<dyn SmsSender>) -> Self {
+        self.sms = sms;
+        self
+    }
+
+    pub fn with_mailer(mut self, mail: Arc<dyn Mailer>) -> Self {
+        self.mail = mail;
+        self
+    }
+
+    /// No background sending: the caller drives [`App::outbox`] (tests, the load tool).
+    pub fn without_worker(mut self) -> Self {
+        self.run_worker = false;
+        self
     }
 
     pub fn state(&self) -> &AppState {
@@ -74,20 +123,93 @@ impl App {
         &self.state.engine
     }
 
+    /// The outbox worker of this instance.
+    pub fn outbox(&self) -> Outbox {
+        let engine = &self.state.engine;
+        Outbox::new(
+            engine.store().clone(),
+            engine.clock().clone(),
+            self.sms.clone(),
+            self.mail.clone(),
+            &self.state.config.public_url,
+            self.state.config.sms_price_micro_eur(),
+            engine.wake_handle(),
+        )
+    }
+
     pub fn router(&self) -> axum::Router {
         web::router(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish.
+    /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish
+    /// and stops the outbox worker.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        let stop_worker = CancellationToken::new();
+        let worker = self
+            .run_worker
+            .then(|| tokio::spawn(self.outbox().run(stop_worker.clone())));
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        stop_worker.cancel();
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        served
     }
+}
+
+fn sms_transport(config: &Config, dev_outbox: &DevOutbox) -> Arc<dyn SmsSender> {
+    let sender = match (&config.twilio_from, &config.twilio_messaging_service_sid) {
+        (_, Some(sid)) => Some(SmsSenderId::MessagingService(sid.clone())),
+        (Some(from), None) => Some(SmsSenderId::From(from.clone())),
+        (None, None) => None,
+    };
+    if let (Some(account), Some(token), Some(sender)) = (
+        &config.twilio_account_sid,
+        &config.twilio_auth_token,
+        sender,
+    ) {
+        match TwilioSms::new(
+            &config.twilio_api_base,
+            account,
+            token.clone(),
+            sender,
+            std::time::Duration::from_secs(config.twilio_timeout_seconds),
+        ) {
+            Ok(twilio) => return Arc::new(twilio),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the SMS client: SMS go to the console")
+            }
+        }
+    } else {
+        tracing::info!("no SMS provider configured: SMS are written to the console");
+    }
+    Arc::new(ConsoleSms {
+        outbox: dev_outbox.clone(),
+    })
+}
+
+fn mail_transport(config: &Config, dev_outbox: &DevOutbox) -> Arc<dyn Mailer> {
+    if let (Some(url), Some(from)) = (&config.smtp_url, &config.mail_from) {
+        match SmtpMailer::new(
+            url.expose_secret(),
+            from,
+            std::time::Duration::from_secs(20),
+        ) {
+            Ok(smtp) => return Arc::new(smtp),
+            Err(e) => tracing::error!(error = %e, "cannot set up SMTP: e-mails go to the console"),
+        }
+    } else {
+        tracing::info!("no SMTP server configured: e-mails are written to the console");
+    }
+    Arc::new(ConsoleMailer {
+        outbox: dev_outbox.clone(),
+    })
 }
 
 /// Completes on Ctrl-C or SIGTERM.

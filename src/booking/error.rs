@@ -42,6 +42,20 @@ pub enum BookingError {
     AlreadyStarted,
     #[error("appointment is not today yet")]
     TooEarlyToMark,
+    #[error("already confirmed")]
+    AlreadyConfirmed,
+    #[error("wrong code ({attempts_left} tries left)")]
+    WrongCode { attempts_left: i32 },
+    #[error("code expired or replaced")]
+    CodeExpired,
+    #[error("too many wrong codes")]
+    CodeBurnt,
+    #[error("too many codes sent to this destination")]
+    TooManyCodes,
+    #[error("the commune's SMS budget for today is spent")]
+    SmsBudgetExhausted,
+    #[error("this number cannot receive SMS")]
+    CannotReceiveSms,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,6 +81,13 @@ impl BookingError {
             BookingError::NotModifiable(_) => "appointment_not_modifiable",
             BookingError::AlreadyStarted => "appointment_started",
             BookingError::TooEarlyToMark => "too_early_to_mark",
+            BookingError::AlreadyConfirmed => "already_confirmed",
+            BookingError::WrongCode { .. } => "wrong_code",
+            BookingError::CodeExpired => "code_expired",
+            BookingError::CodeBurnt => "code_burnt",
+            BookingError::TooManyCodes => "too_many_codes",
+            BookingError::SmsBudgetExhausted => "sms_budget_exhausted",
+            BookingError::CannotReceiveSms => "cannot_receive_sms",
             BookingError::Store(_) => "internal_error",
         }
     }
@@ -145,6 +166,30 @@ impl BookingError {
             }
             BookingError::TooEarlyToMark => {
                 "On ne peut noter la venue ou l'absence qu'à partir du jour du rendez-vous.".into()
+            }
+            BookingError::AlreadyConfirmed => {
+                "Ce rendez-vous est déjà confirmé : le lien pour le gérer vous a été envoyé.".into()
+            }
+            BookingError::WrongCode { attempts_left: 1 } => {
+                "Ce code n'est pas le bon. Il vous reste un dernier essai.".into()
+            }
+            BookingError::WrongCode { attempts_left } => format!(
+                "Ce code n'est pas le bon. Il vous reste {attempts_left} essais."
+            ),
+            BookingError::CodeExpired => {
+                "Ce code n'est plus valable (il sert 10 minutes, une seule fois). Demandez un nouveau code.".into()
+            }
+            BookingError::CodeBurnt => {
+                "Trop d'essais avec un code erroné : ce code ne fonctionne plus. Demandez un nouveau code.".into()
+            }
+            BookingError::TooManyCodes => {
+                "Trois codes ont déjà été envoyés à ces coordonnées en 10 minutes. Patientez quelques minutes avant d'en redemander un.".into()
+            }
+            BookingError::SmsBudgetExhausted => {
+                "La mairie ne peut plus envoyer de SMS aujourd'hui. Indiquez une adresse e-mail pour recevoir le code, ou appelez la mairie.".into()
+            }
+            BookingError::CannotReceiveSms => {
+                "Ce numéro ne peut pas recevoir le code par SMS (numéro fixe, surtaxé ou étranger). Indiquez un numéro de mobile français ou une adresse e-mail.".into()
             }
             BookingError::Store(_) => {
                 "Le service est momentanément indisponible. Réessayez dans quelques minutes.".into()

@@ -20,15 +20,21 @@ mod error;
 
 pub use error::BookingError;
 
+use crate::domain::otp::{self, OtpCode};
 use crate::domain::slots::{FreeSlot, Occupancy, SlotFilter, SlotSearch, choose_seat};
 use crate::domain::{
-    Appointment, AppointmentId, Category, Channel, Citizen, Clock, Closure, Commune, CommuneId,
-    Location, LocationId, OpeningRule, Planning, PlanningId, Service, ServiceId, Status,
+    Appointment, AppointmentId, AppointmentPlace, Category, Channel, Citizen, Clock, Closure,
+    Commune, CommuneId, Location, LocationId, OpeningRule, Planning, PlanningId, Service,
+    ServiceId, Status,
 };
-use crate::store::{Claim, ClaimHolder, ClaimKind, Store, StoreError, StoreTx};
+use crate::domain::{MessageChannel, NotificationKind};
+use crate::notify::templates::Subject;
+use crate::notify::{CodeDestination, Notifier};
+use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Store, StoreError, StoreTx};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::future::Future;
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 type Result<T, E = BookingError> = std::result::Result<T, E>;
 
@@ -57,7 +63,11 @@ pub enum BookingMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancellation {
     ByCitizen,
-    ByCommune { reason: String },
+    /// The citizen answered OUI to an SMS: the answer to that SMS is the notice.
+    ByCitizenReplyingSms,
+    ByCommune {
+        reason: String,
+    },
 }
 
 /// The outcome an agent records after the appointment.
@@ -96,6 +106,18 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     hold_duration: Duration,
+    notifier: Notifier,
+    /// Keys the hashes of one-time codes; shared by every instance (see `App::connect`).
+    otp_key: Arc<[u8]>,
+    /// Wakes the outbox worker when a change wrote messages due now.
+    wake: Arc<Notify>,
+}
+
+/// The commune, service and location of an appointment, read before its transaction.
+pub struct Details {
+    pub commune: Commune,
+    pub service: Service,
+    pub location: Location,
 }
 
 /// How many times a transaction that hit a transient conflict is run again.
@@ -110,12 +132,81 @@ fn utc_span(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
 }
 
 impl Engine {
+    /// An engine with links to `http://127.0.0.1:8080` and a one-time-code key of its own; the
+    /// application sets both with [`Engine::with_public_url`] and [`Engine::with_otp_key`].
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, hold_duration: Duration) -> Self {
+        let key: [u8; 32] = rand::random();
         Self {
             store,
             clock,
             hold_duration,
+            notifier: Notifier::new("http://127.0.0.1:8080"),
+            otp_key: Arc::from(key.as_slice()),
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.notifier = Notifier::new(public_url);
+        self
+    }
+
+    pub fn with_otp_key(mut self, key: &[u8]) -> Self {
+        self.otp_key = Arc::from(key);
+        self
+    }
+
+    /// The notification the outbox worker waits on.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Reads what the messages about an appointment need, in parallel.
+    pub async fn details(&self, appointment: &Appointment) -> Result<Details> {
+        let store = &self.store;
+        let (commune, service, locations) = tokio::try_join!(
+            store.commune(appointment.commune_id),
+            store.service(appointment.service_id),
+            store.locations(appointment.commune_id),
+        )?;
+        Ok(Details {
+            commune: commune.ok_or(BookingError::CommuneNotFound)?,
+            service: service.ok_or(BookingError::ServiceNotFound)?,
+            location: locations
+                .into_iter()
+                .find(|l| l.id == appointment.location_id)
+                .ok_or(BookingError::LocationNotFound)?,
+        })
+    }
+
+    fn subject<'a>(
+        &self,
+        details: &'a Details,
+        appointment: &'a Appointment,
+        booking_url: &'a str,
+    ) -> Subject<'a> {
+        Subject {
+            commune: &details.commune,
+            service: &details.service,
+            location: &details.location,
+            appointment,
+            booking_url,
+        }
+    }
+
+    async fn sms_opted_out(&self, appointment: &Appointment) -> Result<bool> {
+        Ok(match &appointment.citizen.phone {
+            Some(phone) => self.store.is_sms_opted_out(phone.as_str()).await?,
+            None => false,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -247,23 +338,55 @@ impl Engine {
         Ok(found)
     }
 
-    /// Books a slot: held for the citizen to confirm with a code, or confirmed at once.
+    /// Books a slot: held (for a confirmation the channel obtains itself), or confirmed at once
+    /// (an agent at the counter needs no code; the citizen is told if a contact was given).
     pub async fn book(&self, req: &BookingRequest, mode: BookingMode) -> Result<Appointment> {
-        let appointment = self.retry(|| self.book_once(req, mode)).await?;
-        metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
-            BookingMode::Hold => "hold",
-            BookingMode::Confirmed => "confirmed",
-        })
-        .increment(1);
+        let (appointment, _) = self.retry(|| self.book_once(req, mode, false)).await?;
         Ok(appointment)
     }
 
-    async fn book_once(&self, req: &BookingRequest, mode: BookingMode) -> Result<Appointment> {
+    /// Holds a slot and sends the citizen a one-time code, in the same transaction: by SMS to
+    /// a mobile that can take it, otherwise by e-mail.
+    pub async fn book_with_code(
+        &self,
+        req: &BookingRequest,
+    ) -> Result<(Appointment, CodeDestination)> {
+        let result = self
+            .retry(|| self.book_once(req, BookingMode::Hold, true))
+            .await;
+        if let Err(BookingError::Duplicate(Some(place))) = &result {
+            // The person asking may not own these contact details: the owner is told, not them.
+            if let Err(e) = self.notify_duplicate(place.appointment_id, place).await {
+                tracing::warn!(error = %e, "could not tell the owner of a duplicate");
+            }
+        }
+        let (appointment, destination) = result?;
+        let destination = destination.ok_or(BookingError::ContactRequired)?;
+        Ok((appointment, destination))
+    }
+
+    async fn book_once(
+        &self,
+        req: &BookingRequest,
+        mode: BookingMode,
+        with_code: bool,
+    ) -> Result<(Appointment, Option<CodeDestination>)> {
         let now = self.clock.now();
         let ctx = self.context_at(req.commune, req.service, req.start).await?;
         validate_request(req, &ctx)?;
+        let destination = if with_code {
+            Some(code_destination(&req.citizen, &ctx.commune)?)
+        } else {
+            None
+        };
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
+        let opted_out = match &req.citizen.phone {
+            Some(phone) if mode == BookingMode::Confirmed => {
+                self.store.is_sms_opted_out(phone.as_str()).await?
+            }
+            _ => false,
+        };
 
         let mut tx = self.store.begin().await?;
         let Some((planning_id, location_id, seat)) =
@@ -313,7 +436,49 @@ impl Engine {
             drop(tx);
             return Err(self.duplicate(holder).await);
         }
+        let destination = match destination {
+            Some(to) => Some(
+                self.send_code(
+                    tx.as_mut(),
+                    &ctx.commune,
+                    &ctx.service,
+                    &appointment,
+                    to,
+                    now,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if mode == BookingMode::Confirmed {
+            let location = ctx
+                .locations
+                .iter()
+                .find(|l| l.id == location_id)
+                .cloned()
+                .ok_or(BookingError::LocationNotFound)?;
+            let details = Details {
+                commune: ctx.commune.clone(),
+                service: ctx.service.clone(),
+                location,
+            };
+            let token = self
+                .notifier
+                .new_link(tx.as_mut(), appointment.id, now)
+                .await?;
+            let booking_url = self.notifier.booking_url(&details.commune);
+            let subject = self.subject(&details, &appointment, &booking_url);
+            self.notifier
+                .confirmed(tx.as_mut(), &subject, &token, opted_out, now)
+                .await?;
+        }
         tx.commit().await?;
+        self.wake.notify_one();
+        metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
+            BookingMode::Hold => "hold",
+            BookingMode::Confirmed => "confirmed",
+        })
+        .increment(1);
         tracing::info!(
             appointment = %appointment.id,
             commune = %ctx.commune.slug,
@@ -322,7 +487,129 @@ impl Engine {
             phone = appointment.citizen.phone.as_ref().map(|p| p.masked()),
             "appointment booked"
         );
-        Ok(appointment)
+        Ok((appointment, destination))
+    }
+
+    /// Writes a new one-time code for `appointment` and its message, within the limits: three
+    /// sends per destination in ten minutes, and the commune's daily SMS budget (beyond it, the
+    /// code goes by e-mail when there is an address).
+    async fn send_code(
+        &self,
+        tx: &mut dyn StoreTx,
+        commune: &Commune,
+        service: &Service,
+        appointment: &Appointment,
+        mut destination: CodeDestination,
+        now: DateTime<Utc>,
+    ) -> Result<CodeDestination> {
+        if destination.channel() == MessageChannel::Sms {
+            let midnight = local_midnight(commune, now);
+            let used = tx.count_commune_sms(commune.id, midnight).await?;
+            if used >= i64::from(commune.sms_daily_budget) {
+                destination = match &appointment.citizen.email {
+                    Some(email) => CodeDestination::Email(email.clone()),
+                    None => return Err(BookingError::SmsBudgetExhausted),
+                };
+            }
+        }
+        tx.lock_destination(destination.as_str()).await?;
+        let recent = tx
+            .count_sent_to(
+                destination.as_str(),
+                NotificationKind::Code,
+                now - otp::SEND_WINDOW,
+            )
+            .await?;
+        if recent >= otp::MAX_SENDS {
+            return Err(BookingError::TooManyCodes);
+        }
+        let code = OtpCode::generate();
+        tx.put_otp(&OtpRecord {
+            appointment_id: appointment.id,
+            destination: destination.as_str().to_owned(),
+            code_hash: otp::hash(&self.otp_key, appointment.id, &code),
+            expires_at: now + otp::VALIDITY,
+            attempts_left: otp::MAX_ATTEMPTS,
+            used_at: None,
+            created_at: now,
+        })
+        .await?;
+        self.notifier
+            .code(
+                tx,
+                commune,
+                service,
+                appointment,
+                &destination,
+                code.as_str(),
+                now,
+            )
+            .await?;
+        Ok(destination)
+    }
+
+    /// Sends a new code for a held appointment (the previous one stops working).
+    pub async fn resend_code(&self, id: AppointmentId) -> Result<CodeDestination> {
+        self.retry(|| self.resend_code_once(id)).await
+    }
+
+    async fn resend_code_once(&self, id: AppointmentId) -> Result<CodeDestination> {
+        let now = self.clock.now();
+        let before = self.appointment(id).await?;
+        let details = self.details(&before).await?;
+        let destination = code_destination(&before.citizen, &details.commune)?;
+        let (mut tx, appointment) = self.open(&before, &[]).await?;
+        match appointment.effective_status(now) {
+            Status::Held | Status::Expired if appointment.starts_at > now => {}
+            Status::Confirmed => return Err(BookingError::AlreadyConfirmed),
+            Status::Held | Status::Expired => return Err(BookingError::HoldExpired),
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        let destination = self
+            .send_code(
+                tx.as_mut(),
+                &details.commune,
+                &details.service,
+                &appointment,
+                destination,
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(destination)
+    }
+
+    /// Tells the owner of an existing appointment that someone tried to book again with their
+    /// details — at most once in ten minutes per destination.
+    async fn notify_duplicate(
+        &self,
+        existing_id: AppointmentId,
+        place: &AppointmentPlace,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let existing = self.appointment(existing_id).await?;
+        let commune = self.commune_of(&existing).await?;
+        let Ok(destination) = code_destination(&existing.citizen, &commune) else {
+            return Ok(());
+        };
+        let mut tx = self.store.begin().await?;
+        tx.lock_destination(destination.as_str()).await?;
+        let recent = tx
+            .count_sent_to(
+                destination.as_str(),
+                NotificationKind::DuplicateNotice,
+                now - otp::SEND_WINDOW,
+            )
+            .await?;
+        if recent == 0 {
+            self.notifier
+                .duplicate_notice(tx.as_mut(), &existing, place, &destination, now)
+                .await?;
+            tx.commit().await?;
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     async fn duplicate(&self, holder: AppointmentId) -> BookingError {
@@ -371,22 +658,34 @@ impl Engine {
             .ok_or(BookingError::CommuneNotFound)
     }
 
-    /// Confirms a held appointment (after the citizen typed the right code). Confirming twice
-    /// is harmless. A hold that lapsed is confirmed anyway if its seat is still free.
+    /// Confirms a held appointment without a code (the channel proved the citizen otherwise).
+    /// Confirming twice is harmless. A hold that lapsed is confirmed anyway if its slot is still
+    /// offered and its seat still free.
     pub async fn confirm(&self, id: AppointmentId) -> Result<Appointment> {
-        self.retry(|| self.confirm_once(id)).await
+        let (appointment, _) = self.retry(|| self.confirm_once(id, None)).await?;
+        Ok(appointment)
     }
 
-    async fn confirm_once(&self, id: AppointmentId) -> Result<Appointment> {
+    /// Confirms a held appointment with the code the citizen received, and returns the token of
+    /// the personal link. A wrong code costs one of five tries, even though the rest is undone.
+    pub async fn confirm_with_code(
+        &self,
+        id: AppointmentId,
+        code: &OtpCode,
+    ) -> Result<(Appointment, String)> {
+        let (appointment, token) = self.retry(|| self.confirm_once(id, Some(code))).await?;
+        let token = token.ok_or(BookingError::AlreadyConfirmed)?;
+        Ok((appointment, token))
+    }
+
+    async fn confirm_once(
+        &self,
+        id: AppointmentId,
+        code: Option<&OtpCode>,
+    ) -> Result<(Appointment, Option<String>)> {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
-        let commune = self.commune_of(&before).await?;
-        let category = self
-            .store
-            .service(before.service_id)
-            .await?
-            .ok_or(BookingError::ServiceNotFound)?
-            .category;
+        let details = self.details(&before).await?;
         if before.effective_status(now) == Status::Expired && before.starts_at > now {
             // A lapsed hold is a new booking of the same slot: the slot must still be offered
             // (no closure since, notice still respected).
@@ -405,43 +704,74 @@ impl Engine {
                 return Err(BookingError::HoldExpired);
             }
         }
+        let opted_out = self.sms_opted_out(&before).await?;
         let (mut tx, mut appointment) = self.open(&before, &[]).await?;
-        match appointment.effective_status(now) {
-            Status::Confirmed => return Ok(appointment),
-            Status::Held => {}
-            Status::Expired => {
-                if appointment.starts_at <= now {
-                    return Err(BookingError::HoldExpired);
-                }
-                // Free the lapsed seat (ours included), then take one again if any is left.
-                tx.release_expired_holds(appointment.planning_id, now)
-                    .await?;
-                appointment = tx
-                    .appointment(id)
-                    .await?
-                    .ok_or(BookingError::AppointmentNotFound)?;
-                let offered = [(appointment.planning_id, appointment.location_id)];
-                let Some((_, _, seat)) = take_seat(
-                    tx.as_mut(),
-                    &offered,
-                    appointment.starts_at,
-                    appointment.ends_at,
-                    now,
-                )
-                .await?
-                else {
-                    return Err(BookingError::HoldExpired);
-                };
-                appointment.seat = Some(seat);
-                let exclusive = !commune.allow_multiple_per_category;
-                if let Some(holder) =
-                    claim_identities(tx.as_mut(), &appointment, category, exclusive, now).await?
-                {
-                    drop(tx);
-                    return Err(self.duplicate(holder).await);
-                }
+        match (appointment.effective_status(now), code) {
+            (Status::Confirmed, None) => return Ok((appointment, None)),
+            (Status::Confirmed, Some(_)) => return Err(BookingError::AlreadyConfirmed),
+            (Status::Held | Status::Expired, _) => {}
+            (other, _) => return Err(BookingError::NotModifiable(other)),
+        }
+        if let Some(code) = code {
+            let mut record = tx.otp(id).await?.ok_or(BookingError::CodeExpired)?;
+            if record.used_at.is_some() || record.expires_at <= now {
+                return Err(BookingError::CodeExpired);
             }
-            other => return Err(BookingError::NotModifiable(other)),
+            if record.attempts_left <= 0 {
+                return Err(BookingError::CodeBurnt);
+            }
+            if !otp::verify(&self.otp_key, id, code, &record.code_hash) {
+                record.attempts_left -= 1;
+                tx.put_otp(&record).await?;
+                tx.commit().await?;
+                return Err(if record.attempts_left == 0 {
+                    BookingError::CodeBurnt
+                } else {
+                    BookingError::WrongCode {
+                        attempts_left: record.attempts_left,
+                    }
+                });
+            }
+            record.used_at = Some(now);
+            tx.put_otp(&record).await?;
+        }
+        if appointment.effective_status(now) == Status::Expired {
+            if appointment.starts_at <= now {
+                return Err(BookingError::HoldExpired);
+            }
+            // Free the lapsed seat (ours included), then take one again if any is left.
+            tx.release_expired_holds(appointment.planning_id, now)
+                .await?;
+            appointment = tx
+                .appointment(id)
+                .await?
+                .ok_or(BookingError::AppointmentNotFound)?;
+            let offered = [(appointment.planning_id, appointment.location_id)];
+            let Some((_, _, seat)) = take_seat(
+                tx.as_mut(),
+                &offered,
+                appointment.starts_at,
+                appointment.ends_at,
+                now,
+            )
+            .await?
+            else {
+                return Err(BookingError::HoldExpired);
+            };
+            appointment.seat = Some(seat);
+            let exclusive = !details.commune.allow_multiple_per_category;
+            if let Some(holder) = claim_identities(
+                tx.as_mut(),
+                &appointment,
+                details.service.category,
+                exclusive,
+                now,
+            )
+            .await?
+            {
+                drop(tx);
+                return Err(self.duplicate(holder).await);
+            }
         }
         appointment.status = Status::Confirmed;
         appointment.hold_expires_at = None;
@@ -450,8 +780,17 @@ impl Engine {
         tx.update_appointment(&appointment)
             .await
             .map_err(seat_conflict)?;
+        let token = self.notifier.new_link(tx.as_mut(), id, now).await?;
+        let booking_url = self.notifier.booking_url(&details.commune);
+        let subject = self.subject(&details, &appointment, &booking_url);
+        self.notifier
+            .confirmed(tx.as_mut(), &subject, &token, opted_out, now)
+            .await?;
         tx.commit().await?;
-        Ok(appointment)
+        self.wake.notify_one();
+        metrics::counter!("guichet_confirmations_total", "channel" => appointment.channel.as_str())
+            .increment(1);
+        Ok((appointment, Some(token)))
     }
 
     /// Cancels an appointment. A citizen may cancel until it starts; the commune at any time
@@ -463,14 +802,18 @@ impl Engine {
     async fn cancel_once(&self, id: AppointmentId, how: &Cancellation) -> Result<Appointment> {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
+        let details = self.details(&before).await?;
         let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         let (target, reason) = match how {
-            Cancellation::ByCitizen => (Status::CancelledByCitizen, None),
+            Cancellation::ByCitizen | Cancellation::ByCitizenReplyingSms => {
+                (Status::CancelledByCitizen, None)
+            }
             Cancellation::ByCommune { reason } => {
                 (Status::CancelledByCommune, Some(reason.clone()))
             }
         };
-        match appointment.effective_status(now) {
+        let was = appointment.effective_status(now);
+        match was {
             s if s == target => return Ok(appointment),
             Status::Held | Status::Confirmed => {}
             other => return Err(BookingError::NotModifiable(other)),
@@ -482,18 +825,38 @@ impl Engine {
         appointment.seat = None;
         appointment.hold_expires_at = None;
         appointment.cancelled_at = Some(now);
-        appointment.cancel_reason = reason;
+        appointment.cancel_reason = reason.clone();
         touch(&mut appointment, now);
         tx.update_appointment(&appointment).await?;
         tx.release_claims(id).await?;
+        // A hold the citizen drops was never confirmed: nothing to tell.
+        if was == Status::Confirmed {
+            let booking_url = self.notifier.booking_url(&details.commune);
+            let subject = self.subject(&details, &appointment, &booking_url);
+            match how {
+                Cancellation::ByCitizen | Cancellation::ByCitizenReplyingSms => {
+                    let sms_notice = *how == Cancellation::ByCitizen;
+                    self.notifier
+                        .cancelled_by_citizen(tx.as_mut(), &subject, sms_notice, now)
+                        .await?;
+                }
+                Cancellation::ByCommune { reason } => {
+                    self.notifier
+                        .cancelled_by_commune(tx.as_mut(), &subject, reason, None, now)
+                        .await?;
+                }
+            }
+        }
         tx.commit().await?;
+        self.wake.notify_one();
         tracing::info!(appointment = %id, status = %target, "appointment cancelled");
         Ok(appointment)
     }
 
     /// Moves an appointment to another slot of the same service, in one transaction: the old
     /// appointment becomes `moved` and a new one (linked to it) takes the new slot, or, if the
-    /// new slot cannot be had, nothing changes. Returns the new appointment.
+    /// new slot cannot be had, nothing changes. Returns the new appointment; personal links of
+    /// the old one lead to it.
     pub async fn move_to(
         &self,
         id: AppointmentId,
@@ -520,6 +883,7 @@ impl Engine {
             .await?;
         let persons = current.persons as u32;
         let offered = offered(&ctx, now, start, persons, location)?;
+        let opted_out = self.sms_opted_out(&current).await?;
         let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
         let (mut tx, mut old) = self.open(&current, &lock).await?;
         check_movable(&old, now)?;
@@ -565,7 +929,28 @@ impl Engine {
         };
         tx.insert_appointment(&new).await.map_err(seat_conflict)?;
         tx.transfer_claims(old.id, new.id).await?;
+        tx.move_manage_tokens(old.id, new.id).await?;
+        if old_status == Status::Confirmed {
+            let location = ctx
+                .locations
+                .iter()
+                .find(|l| l.id == location_id)
+                .cloned()
+                .ok_or(BookingError::LocationNotFound)?;
+            let details = Details {
+                commune: ctx.commune.clone(),
+                service: ctx.service.clone(),
+                location,
+            };
+            let token = self.notifier.new_link(tx.as_mut(), new.id, now).await?;
+            let booking_url = self.notifier.booking_url(&details.commune);
+            let subject = self.subject(&details, &new, &booking_url);
+            self.notifier
+                .moved(tx.as_mut(), old.id, &subject, &token, opted_out, now)
+                .await?;
+        }
         tx.commit().await?;
+        self.wake.notify_one();
         tracing::info!(from = %old.id, to = %new.id, "appointment moved");
         Ok(new)
     }
@@ -740,6 +1125,38 @@ async fn claim_identities(
         }
     }
     Ok(None)
+}
+
+/// Where a citizen's one-time code goes: by SMS to a mobile that can take it (French, or
+/// foreign where the commune allows), otherwise by e-mail.
+pub fn code_destination(citizen: &Citizen, commune: &Commune) -> Result<CodeDestination> {
+    if let Some(phone) = citizen
+        .phone
+        .as_ref()
+        .filter(|p| p.can_receive_sms(commune.allow_foreign_mobiles))
+    {
+        return Ok(CodeDestination::Sms(phone.clone()));
+    }
+    if let Some(email) = &citizen.email {
+        return Ok(CodeDestination::Email(email.clone()));
+    }
+    if citizen.phone.is_some() {
+        return Err(BookingError::CannotReceiveSms);
+    }
+    Err(BookingError::ContactRequired)
+}
+
+/// The start of the commune's current local day, in UTC.
+fn local_midnight(commune: &Commune, now: DateTime<Utc>) -> DateTime<Utc> {
+    let date = commune.local_date(now);
+    let (start, _) = utc_span(date, date);
+    // `utc_span` widens by a few hours for any zone; here the exact instant matters.
+    chrono::TimeZone::from_local_datetime(
+        &commune.timezone,
+        &date.and_hms_opt(0, 0, 0).unwrap_or_default(),
+    )
+    .earliest()
+    .map_or(start, |t| t.with_timezone(&Utc))
 }
 
 /// Checks what can be checked before any transaction: persons, channel, contact, ANTS numbers.

@@ -74,6 +74,19 @@ pub fn verify(key: &[u8], appointment: Uuid, code: &OtpCode, stored: &str) -> bo
     mac(key, appointment, code).verify_slice(&expected).is_ok()
 }
 
+/// A personal link's token: 128 random bits, URL-safe (22 characters).
+pub fn new_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 16] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of a token: its SHA-256. 128 random bits need no salt or key.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -106,6 +119,20 @@ mod tests {
             assert_eq!(code.as_str().len(), 6);
             assert!(OtpCode::parse(code.as_str()).is_ok());
         }
+    }
+
+    #[test]
+    fn tokens() {
+        let token = new_token();
+        assert_eq!(token.len(), 22);
+        assert!(
+            token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(token, new_token());
+        assert_eq!(token_hash(&token).len(), 64);
+        assert_eq!(token_hash(&token), token_hash(&token));
     }
 
     #[test]

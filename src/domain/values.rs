@@ -70,6 +70,22 @@ impl PhoneE164 {
         self.0.starts_with("+336") || self.0.starts_with("+337")
     }
 
+    /// Whether codes and reminders can go to this number by SMS: French mobiles always, mobiles
+    /// of other countries only where the commune allows them, never landlines or premium-rate
+    /// numbers.
+    pub fn can_receive_sms(&self, allow_foreign: bool) -> bool {
+        if self.0.starts_with("+33") {
+            return self.is_french_mobile();
+        }
+        allow_foreign
+            && phonenumber::parse(None, &self.0).is_ok_and(|n| {
+                matches!(
+                    n.number_type(&phonenumber::metadata::DATABASE),
+                    phonenumber::Type::Mobile | phonenumber::Type::FixedLineOrMobile
+                )
+            })
+    }
+
     /// For logs: only the country code, the first digit and the last two digits are kept
     /// (`+33 6 ** ** ** 78`), enough to tell two callers apart, not enough to call anyone.
     pub fn masked(&self) -> String {
@@ -437,6 +453,24 @@ mod tests {
                 .is_french_mobile()
         );
         assert!(PhoneE164::parse("12").is_err());
+        let german_mobile = PhoneE164::parse("+49 151 23456789").unwrap();
+        assert!(german_mobile.can_receive_sms(true));
+        assert!(!german_mobile.can_receive_sms(false));
+        assert!(
+            !PhoneE164::parse("04 65 71 00 01")
+                .unwrap()
+                .can_receive_sms(true)
+        );
+        assert!(
+            !PhoneE164::parse("08 99 12 34 56")
+                .unwrap()
+                .can_receive_sms(true)
+        );
+        assert!(
+            PhoneE164::parse("07 81 23 45 67")
+                .unwrap()
+                .can_receive_sms(false)
+        );
         assert!(PhoneE164::parse("").is_err());
         assert!(PhoneE164::parse("bonjour").is_err());
     }

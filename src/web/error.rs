@@ -17,6 +17,22 @@ pub enum ApiError {
     /// A query parameter or field that cannot be understood.
     #[error("invalid parameter {field}: {message}")]
     BadParameter { field: String, message: String },
+    /// A duplicate refused to someone who has not proven they own the contact details: where
+    /// and when the other appointment is went to its owner instead.
+    #[error("duplicate appointment (details withheld)")]
+    DuplicateHidden,
+    /// A personal token that leads nowhere.
+    #[error("unknown personal link")]
+    UnknownLink,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// A fixed answer: a machine code and a French message.
+    #[error("{code}: {message}")]
+    Plain {
+        status: StatusCode,
+        code: &'static str,
+        message: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -31,6 +47,20 @@ pub struct ErrorBody {
     /// The parameter at fault, for `invalid_parameter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Tries left, for `wrong_code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_left: Option<i32>,
+}
+
+impl ErrorBody {
+    fn new(code: &str, message: String) -> Self {
+        Self {
+            code: code.to_owned(),
+            message,
+            field: None,
+            attempts_left: None,
+        }
+    }
 }
 
 impl ApiError {
@@ -44,6 +74,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::DuplicateHidden => StatusCode::CONFLICT,
+            ApiError::UnknownLink => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Plain { status, .. } => *status,
             ApiError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Booking(e) => match e {
@@ -62,7 +96,15 @@ impl ApiError {
                 | BookingError::Duplicate(_)
                 | BookingError::NotModifiable(_)
                 | BookingError::AlreadyStarted
-                | BookingError::TooEarlyToMark => StatusCode::CONFLICT,
+                | BookingError::TooEarlyToMark
+                | BookingError::AlreadyConfirmed => StatusCode::CONFLICT,
+                BookingError::WrongCode { .. }
+                | BookingError::CodeExpired
+                | BookingError::CodeBurnt
+                | BookingError::CannotReceiveSms => StatusCode::UNPROCESSABLE_ENTITY,
+                BookingError::TooManyCodes | BookingError::SmsBudgetExhausted => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 BookingError::HoldExpired => StatusCode::GONE,
                 BookingError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 BookingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -73,15 +115,24 @@ impl ApiError {
     fn body(&self) -> ErrorBody {
         match self {
             ApiError::BadParameter { field, message } => ErrorBody {
-                code: "invalid_parameter".into(),
-                message: message.clone(),
                 field: Some(field.clone()),
+                ..ErrorBody::new("invalid_parameter", message.clone())
             },
-            ApiError::Booking(e) => ErrorBody {
-                code: e.code().into(),
-                message: e.message(),
-                field: None,
+            ApiError::DuplicateHidden => ErrorBody::new(
+                "duplicate_appointment",
+                "Un rendez-vous pour cette démarche existe déjà avec ces coordonnées. Son lieu et son horaire viennent d'être rappelés au numéro ou à l'adresse utilisés pour le prendre ; pour le changer, utilisez le lien reçu à sa confirmation.".into(),
+            ),
+            ApiError::UnknownLink => ErrorBody::new(
+                "unknown_link",
+                "Ce lien ne correspond à aucun rendez-vous. Vérifiez qu'il est complet, ou demandez un nouveau lien à la mairie.".into(),
+            ),
+            ApiError::Forbidden(message) => ErrorBody::new("forbidden", (*message).into()),
+            ApiError::Plain { code, message, .. } => ErrorBody::new(code, (*message).into()),
+            ApiError::Booking(e @ BookingError::WrongCode { attempts_left }) => ErrorBody {
+                attempts_left: Some(*attempts_left),
+                ..ErrorBody::new(e.code(), e.message())
             },
+            ApiError::Booking(e) => ErrorBody::new(e.code(), e.message()),
             ApiError::Store(_) => internal_body(),
         }
     }
@@ -99,11 +150,10 @@ impl IntoResponse for ApiError {
 }
 
 fn internal_body() -> ErrorBody {
-    ErrorBody {
-        code: "internal_error".into(),
-        message: BookingError::Store(StoreError::Corrupt(String::new())).message(),
-        field: None,
-    }
+    ErrorBody::new(
+        "internal_error",
+        BookingError::Store(StoreError::Corrupt(String::new())).message(),
+    )
 }
 
 /// What a handler that panicked answers (see `CatchPanicLayer` in the router).
@@ -121,11 +171,11 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 pub async fn api_not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(ErrorBody {
-            code: "not_found".into(),
-            message: "Cette adresse ne correspond à aucune ressource de l'API. Voir /api/v1/openapi.json.".into(),
-            field: None,
-        }),
+        Json(ErrorBody::new(
+            "not_found",
+            "Cette adresse ne correspond à aucune ressource de l'API. Voir /api/v1/openapi.json."
+                .into(),
+        )),
     )
         .into_response()
 }

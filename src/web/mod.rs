@@ -3,8 +3,13 @@
 //! the engine or the store, and render.
 
 pub mod api;
+pub mod booking_api;
+mod dev;
 pub mod error;
+mod idempotency;
 mod openapi;
+mod twilio_sms;
+mod usage;
 
 use crate::booking::Engine;
 use crate::config::Config;
@@ -12,7 +17,7 @@ use crate::store::Store;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -27,6 +32,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `guichet demo`: development pages and outboxes are served.
     pub demo: bool,
+    /// What the console transports "sent" (shown at `/dev/outbox` in demo mode).
+    pub dev_outbox: crate::notify::sms::DevOutbox,
 }
 
 impl AppState {
@@ -42,13 +49,28 @@ pub fn router(state: AppState) -> Router {
         .route("/communes/{slug}/services", get(api::services))
         .route("/communes/{slug}/locations", get(api::locations))
         .route("/communes/{slug}/slots", get(api::slots))
+        .route("/communes/{slug}/appointments", post(booking_api::hold))
+        .route("/communes/{slug}/sms-usage", get(usage::sms_usage))
+        .route("/appointments/{id}/code", post(booking_api::resend_code))
+        .route("/appointments/{id}/confirm", post(booking_api::confirm))
+        .route("/manage/{token}", get(booking_api::manage))
+        .route("/manage/{token}/cancel", post(booking_api::cancel))
+        .route("/manage/{token}/move", post(booking_api::move_appointment))
         .route("/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .fallback(error::api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .route("/twilio/sms", post(twilio_sms::incoming))
+        .route("/twilio/sms/status", post(twilio_sms::status))
+        .route("/dev/outbox", get(dev::outbox))
+        .route("/dev/outbox.json", get(dev::outbox_json))
         .layer(middleware::from_fn(crate::telemetry::track_http))
         // A panic in a handler is a bug: log it, answer the JSON 500, keep serving.
         .layer(CatchPanicLayer::custom(error::panic_response))

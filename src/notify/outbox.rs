@@ -1,0 +1,259 @@
+//! The outbox worker: sends what is due, once.
+//!
+//! Guarantees:
+//! - a notification is claimed by one worker at a time: `FOR UPDATE SKIP LOCKED` on
+//!   PostgreSQL, one atomic `UPDATE … RETURNING` on SQLite; the claim is a lease
+//!   ([`Outbox::LEASE`]), so the messages of a worker that died before sending are sent by
+//!   another;
+//! - just before handing a message to the provider, the worker writes that it started; a worker
+//!   that dies after that point leaves the message `unknown`, not resent — it may have left;
+//! - 429 and refused connections are retried with back-off (30 s doubling to an hour, 8 tries);
+//!   a timeout or 5xx from the SMS provider is `unknown` and waits for the delivery report;
+//! - reminders are checked once more before sending: the appointment must still be confirmed and
+//!   ahead, and the number must not have replied STOP.
+
+use super::email::{MailOutcome, Mailer, OutgoingEmail};
+use super::sms::{OutgoingSms, SmsOutcome, SmsSender};
+use crate::domain::{Clock, MessageChannel, NotificationKind, Status, gsm7};
+use crate::store::{Notification, SendResult, Store};
+use chrono::Duration;
+use futures::StreamExt;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sms: Arc<dyn SmsSender>,
+    mail: Arc<dyn Mailer>,
+    worker: String,
+    /// `GUICHET_PUBLIC_URL`, for the SMS status callback.
+    public_url: String,
+    sms_price_micro_eur: i64,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// How long a claim lasts: far longer than a send takes (the SMS timeout is 10 s).
+    pub const LEASE: Duration = Duration::seconds(60);
+    pub const MAX_ATTEMPTS: i32 = 8;
+    const BATCH: i64 = 64;
+    const IN_FLIGHT: usize = 16;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        sms: Arc<dyn SmsSender>,
+        mail: Arc<dyn Mailer>,
+        public_url: &str,
+        sms_price_micro_eur: i64,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            sms,
+            mail,
+            worker: format!("worker-{}", uuid::Uuid::new_v4().simple()),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            sms_price_micro_eur,
+            wake,
+        }
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    /// Sends one batch of what is due; returns how many notifications it handled.
+    pub async fn run_once(&self) -> crate::store::Result<usize> {
+        let now = self.clock.now();
+        let abandoned = self.store.abandon_stale_sends(now).await?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "messages left unknown by a worker that stopped while sending"
+            );
+        }
+        let claimed = self
+            .store
+            .claim_notifications(&self.worker, now, now + Self::LEASE, Self::BATCH)
+            .await?;
+        let count = claimed.len();
+        futures::stream::iter(claimed)
+            .for_each_concurrent(Self::IN_FLIGHT, |n| async move {
+                if let Err(e) = self.deliver(n).await {
+                    tracing::error!(error = %e, "could not record a send");
+                }
+            })
+            .await;
+        Ok(count)
+    }
+
+    /// Sends until nothing is due (tests and the load tool use it to drain the outbox).
+    pub async fn run_until_idle(&self) -> crate::store::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The background loop: woken when a change enqueues something, and every second for
+    /// what other instances wrote or what became due.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(worker = %self.worker, "outbox worker started");
+        loop {
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "outbox: cannot claim notifications"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+        tracing::info!(worker = %self.worker, "outbox worker stopped");
+    }
+
+    async fn still_wanted(&self, n: &Notification) -> crate::store::Result<Option<String>> {
+        let message = &n.message;
+        if message.kind != NotificationKind::Reminder {
+            return Ok(None);
+        }
+        if let Some(id) = message.appointment_id {
+            let now = self.clock.now();
+            let current = self.store.appointment(id).await?;
+            let live = current
+                .as_ref()
+                .is_some_and(|a| a.status == Status::Confirmed && a.starts_at > now);
+            if !live {
+                return Ok(Some(
+                    "the appointment is no longer ahead and confirmed".into(),
+                ));
+            }
+        }
+        if message.channel == MessageChannel::Sms
+            && self.store.is_sms_opted_out(&message.destination).await?
+        {
+            return Ok(Some("the number replied STOP".into()));
+        }
+        Ok(None)
+    }
+
+    fn backoff(attempts: i32) -> Duration {
+        let shift = attempts.clamp(1, 8) - 1;
+        (Duration::seconds(30) * 2i32.pow(shift as u32)).min(Duration::hours(1))
+    }
+
+    async fn deliver(&self, n: Notification) -> crate::store::Result<()> {
+        let id = n.message.id;
+        if let Some(reason) = self.still_wanted(&n).await? {
+            let now = self.clock.now();
+            return self
+                .store
+                .finish_send(id, &self.worker, &SendResult::Cancelled { reason }, now)
+                .await;
+        }
+        if !self
+            .store
+            .start_send(id, &self.worker, self.clock.now())
+            .await?
+        {
+            // The lease was lost: another worker has this message now.
+            return Ok(());
+        }
+        let result = match n.message.channel {
+            MessageChannel::Sms => self.send_sms(&n).await,
+            MessageChannel::Email => self.send_email(&n).await,
+        };
+        match &result {
+            SendResult::Sent { .. } => {}
+            other => {
+                tracing::warn!(notification = %id, kind = %n.message.kind, outcome = ?other, "message not delivered")
+            }
+        }
+        let now = self.clock.now();
+        self.store.finish_send(id, &self.worker, &result, now).await
+    }
+
+    fn retry(&self, n: &Notification, error: String) -> SendResult {
+        if n.attempts >= Self::MAX_ATTEMPTS {
+            SendResult::Failed {
+                error: format!("gave up after {} tries: {error}", n.attempts),
+            }
+        } else {
+            SendResult::Retry {
+                due_at: self.clock.now() + Self::backoff(n.attempts),
+                error,
+            }
+        }
+    }
+
+    async fn send_sms(&self, n: &Notification) -> SendResult {
+        let sms = OutgoingSms {
+            to: n.message.destination.clone(),
+            body: n.message.body.clone(),
+            status_callback: Some(format!(
+                "{}/twilio/sms/status?n={}",
+                self.public_url, n.message.id
+            )),
+        };
+        let cost = |segments: i32| i64::from(segments) * self.sms_price_micro_eur;
+        match self.sms.send(&sms).await {
+            SmsOutcome::Accepted { sid, segments } => SendResult::Sent {
+                provider_id: Some(sid),
+                segments,
+                cost_micro_eur: cost(segments),
+            },
+            SmsOutcome::RetryLater { reason } => self.retry(n, reason),
+            SmsOutcome::Ambiguous { reason } => {
+                let segments = gsm7::segments(&n.message.body) as i32;
+                SendResult::Unknown {
+                    error: reason,
+                    segments,
+                    cost_micro_eur: cost(segments),
+                }
+            }
+            SmsOutcome::Rejected { reason } => SendResult::Failed { error: reason },
+        }
+    }
+
+    async fn send_email(&self, n: &Notification) -> SendResult {
+        let email = OutgoingEmail {
+            to: n.message.destination.clone(),
+            subject: n.message.subject.clone().unwrap_or_default(),
+            text: n.message.body.clone(),
+            html: n.message.html.clone(),
+            ics: n.message.ics.clone(),
+        };
+        match self.mail.send(&email).await {
+            MailOutcome::Sent => SendResult::Sent {
+                provider_id: None,
+                segments: 0,
+                cost_micro_eur: 0,
+            },
+            MailOutcome::RetryLater { reason } => self.retry(n, reason),
+            MailOutcome::Rejected { reason } => SendResult::Failed { error: reason },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_an_hour() {
+        let waits: Vec<_> = (1..=9).map(|a| Outbox::backoff(a).num_seconds()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+}
