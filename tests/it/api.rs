@@ -80,7 +80,7 @@ async fn communes_services_locations() {
     assert_eq!(communes[0]["timezone"], "Europe/Paris");
     assert_eq!(
         communes[0]["booking_url"],
-        format!("{}/testville", app.address)
+        format!("{}/testville", crate::helpers::PUBLIC_URL)
     );
     let (_, commune) = app.get_json("/api/v1/communes/testville").await;
     assert_eq!(commune["name"], "Ville de testville");

@@ -406,23 +406,59 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub clock: ManualClock,
+    pub app: App,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// How a test app talks to the outside world.
+#[derive(Default)]
+pub struct TestAppOptions {
+    /// SMS go to this local Twilio-compatible server (otherwise to the console).
+    pub twilio: Option<crate::fake_twilio::FakeTwilio>,
+    /// E-mails go to this local SMTP server (otherwise to the console).
+    pub smtp: Option<crate::smtp_server::SmtpServer>,
+    /// `guichet demo` behaviour (dev pages, open platform routes).
+    pub demo: bool,
+    pub admin_token: Option<&'static str>,
+}
+
+pub const PUBLIC_URL: &str = "https://rdv.guichet-mairies.fr";
+
 impl TestApp {
     pub async fn spawn(db: &TestDb, clock: ManualClock) -> TestApp {
+        Self::spawn_with(db, clock, TestAppOptions::default()).await
+    }
+
+    /// The outbox does not run by itself: tests call [`TestApp::deliver`], so what was sent
+    /// when is decided by the test, with its frozen clock.
+    pub async fn spawn_with(db: &TestDb, clock: ManualClock, options: TestAppOptions) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let config = Config {
+        let mut config = Config {
             database_url: db.url.clone(),
-            public_url: address.clone(),
+            // Links in messages as in production; signatures are checked against it too.
+            public_url: PUBLIC_URL.to_owned(),
+            secret_key: Some("test-secret-key".to_owned().into()),
+            twilio_auth_token: Some(crate::fake_twilio::AUTH_TOKEN.to_owned().into()),
+            admin_token: options.admin_token.map(|t| t.to_owned().into()),
+            outbox_worker: false,
             ..Config::default()
         };
+        if let Some(twilio) = &options.twilio {
+            config.twilio_account_sid = Some(crate::fake_twilio::ACCOUNT_SID.to_owned());
+            config.twilio_api_base = twilio.base.clone();
+            config.twilio_from = Some(crate::fake_twilio::FROM.to_owned());
+            config.twilio_timeout_seconds = 1;
+        }
+        if let Some(smtp) = &options.smtp {
+            config.smtp_url = Some(smtp.url().into());
+            config.mail_from = Some("Mairie <mairie@guichet.test>".to_owned());
+        }
         let app = App::new(
             db.store.clone(),
             Arc::new(clock.clone()) as Arc<dyn Clock>,
             config,
-            false,
+            options.demo,
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();
@@ -438,8 +474,14 @@ impl TestApp {
             address,
             client: http_client(),
             clock,
+            app,
             shutdown: Some(tx),
         }
+    }
+
+    /// Sends everything due now; returns how many notifications were handled.
+    pub async fn deliver(&self) -> usize {
+        self.app.outbox().run_until_idle().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -458,6 +500,70 @@ impl TestApp {
             response.json().await.unwrap_or(serde_json::Value::Null),
         )
     }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_json_keyed(path, body, None).await
+    }
+
+    /// POST with an `Idempotency-Key`.
+    pub async fn post_json_keyed(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        key: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A form POST signed like Twilio signs its webhooks.
+    pub async fn post_twilio(
+        &self,
+        path_and_query: &str,
+        params: &[(&str, &str)],
+        signature: Signature,
+    ) -> reqwest::Response {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let url = format!("{PUBLIC_URL}{path_and_query}");
+        let mut request = self
+            .client
+            .post(format!("{}{path_and_query}", self.address))
+            .form(&owned);
+        match signature {
+            Signature::Valid => {
+                let sig =
+                    guichet::voice::signature::sign(crate::fake_twilio::AUTH_TOKEN, &url, &owned);
+                request = request.header("X-Twilio-Signature", sig);
+            }
+            Signature::Forged => {
+                let sig = guichet::voice::signature::sign("not-the-token", &url, &owned);
+                request = request.header("X-Twilio-Signature", sig);
+            }
+            Signature::Missing => {}
+        }
+        request.send().await.unwrap()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Signature {
+    Valid,
+    Forged,
+    Missing,
 }
 
 impl Drop for TestApp {

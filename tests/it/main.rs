@@ -2,8 +2,13 @@
 
 mod api;
 mod booking;
+mod booking_api;
 mod demo;
+mod fake_twilio;
 mod helpers;
+mod notify;
 mod races;
+mod smtp_server;
 mod store;
 mod storm;
+mod webhooks;
