@@ -90,3 +90,12 @@ CREATE TABLE settings (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- One-time-code SMS sent per commune and local day: the daily budget, counted without scanning
+-- the day's messages.
+CREATE TABLE sms_daily_usage (
+    commune_id BIGINT  NOT NULL REFERENCES communes (id),
+    day        TEXT    NOT NULL,
+    sent       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (commune_id, day)
+);

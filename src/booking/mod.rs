@@ -32,8 +32,9 @@ use crate::notify::templates::Subject;
 use crate::notify::{CodeDestination, Notifier};
 use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Store, StoreError, StoreTx};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 type Result<T, E = BookingError> = std::result::Result<T, E>;
@@ -111,6 +112,23 @@ pub struct Engine {
     otp_key: Arc<[u8]>,
     /// Wakes the outbox worker when a change wrote messages due now.
     wake: Arc<Notify>,
+    configs: Arc<Mutex<ConfigCache>>,
+}
+
+/// Each commune's configuration and when it was read.
+type ConfigCache = HashMap<CommuneId, (std::time::Instant, Arc<CommuneConfig>)>;
+
+/// How long a commune's configuration is reused before being read again.
+pub const CONFIG_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A commune and what it offers, as the slot search reads them.
+#[derive(Debug)]
+pub struct CommuneConfig {
+    pub commune: Commune,
+    pub services: Vec<Service>,
+    pub locations: Vec<Location>,
+    pub plannings: Vec<Planning>,
+    pub rules: Vec<OpeningRule>,
 }
 
 /// The commune, service and location of an appointment, read before its transaction.
@@ -143,6 +161,7 @@ impl Engine {
             notifier: Notifier::new("http://127.0.0.1:8080"),
             otp_key: Arc::from(key.as_slice()),
             wake: Arc::new(Notify::new()),
+            configs: Arc::default(),
         }
     }
 
@@ -169,20 +188,22 @@ impl Engine {
         &self.clock
     }
 
-    /// Reads what the messages about an appointment need, in parallel.
+    /// What the messages about an appointment need (from the cached configuration).
     pub async fn details(&self, appointment: &Appointment) -> Result<Details> {
-        let store = &self.store;
-        let (commune, service, locations) = tokio::try_join!(
-            store.commune(appointment.commune_id),
-            store.service(appointment.service_id),
-            store.locations(appointment.commune_id),
-        )?;
+        let config = self.config(appointment.commune_id).await?;
         Ok(Details {
-            commune: commune.ok_or(BookingError::CommuneNotFound)?,
-            service: service.ok_or(BookingError::ServiceNotFound)?,
-            location: locations
-                .into_iter()
+            commune: config.commune.clone(),
+            service: config
+                .services
+                .iter()
+                .find(|s| s.id == appointment.service_id)
+                .cloned()
+                .ok_or(BookingError::ServiceNotFound)?,
+            location: config
+                .locations
+                .iter()
                 .find(|l| l.id == appointment.location_id)
+                .cloned()
                 .ok_or(BookingError::LocationNotFound)?,
         })
     }
@@ -251,27 +272,70 @@ impl Engine {
         to: NaiveDate,
     ) -> Result<SlotContext> {
         let (start, end) = utc_span(from, to);
+        // Closures are read every time: an agent closing a broken station must take effect
+        // at once. The rest changes rarely and is cached for a moment.
+        let (config, closures) = tokio::try_join!(self.config(commune), async {
+            Ok(self.store.closures(commune, start, end).await?)
+        },)?;
+        let service = config
+            .services
+            .iter()
+            .find(|s| s.id == service && s.active)
+            .cloned()
+            .ok_or(BookingError::ServiceNotFound)?;
+        Ok(SlotContext {
+            commune: config.commune.clone(),
+            service,
+            locations: config.locations.clone(),
+            plannings: config.plannings.clone(),
+            rules: config.rules.clone(),
+            closures,
+        })
+    }
+
+    /// A commune's configuration (services, locations, plannings, opening rules), read at
+    /// most every [`CONFIG_TTL`] per instance. Changes made through another instance show
+    /// within that delay; [`Engine::forget_config`] makes this instance's own changes show at
+    /// once. Bookings never depend on it for capacity: the transaction decides that.
+    pub async fn config(&self, commune: CommuneId) -> Result<Arc<CommuneConfig>> {
+        let now = std::time::Instant::now();
+        if let Some(cached) = self
+            .configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&commune)
+            .filter(|(at, _)| now.duration_since(*at) < CONFIG_TTL)
+        {
+            return Ok(cached.1.clone());
+        }
         let store = &self.store;
-        let (found, service, locations, plannings, rules, closures) = tokio::try_join!(
+        let (found, services, locations, plannings, rules) = tokio::try_join!(
             store.commune(commune),
-            store.service(service),
+            store.services(commune),
             store.locations(commune),
             store.plannings(commune),
             store.opening_rules(commune),
-            store.closures(commune, start, end),
         )?;
-        let commune = found.ok_or(BookingError::CommuneNotFound)?;
-        let service = service
-            .filter(|s| s.commune_id == commune.id && s.active)
-            .ok_or(BookingError::ServiceNotFound)?;
-        Ok(SlotContext {
-            commune,
-            service,
+        let config = Arc::new(CommuneConfig {
+            commune: found.ok_or(BookingError::CommuneNotFound)?,
+            services,
             locations,
             plannings,
             rules,
-            closures,
-        })
+        });
+        self.configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(commune, (now, config.clone()));
+        Ok(config)
+    }
+
+    /// Drops the cached configuration of a commune (after changing it).
+    pub fn forget_config(&self, commune: CommuneId) {
+        self.configs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&commune);
     }
 
     /// The slot context around one instant (the day before to the day after, so that the local
@@ -295,10 +359,20 @@ impl Engine {
         service: ServiceId,
         filter: SlotFilter,
     ) -> Result<Vec<FreeSlot>> {
-        let now = self.clock.now();
         let ctx = self
             .slot_context(commune, service, filter.from, filter.to)
             .await?;
+        self.free_slots_in(&ctx, filter).await
+    }
+
+    /// [`Engine::free_slots`] with the context already read (its closures must cover
+    /// `filter.from..=filter.to`).
+    pub async fn free_slots_in(
+        &self,
+        ctx: &SlotContext,
+        filter: SlotFilter,
+    ) -> Result<Vec<FreeSlot>> {
+        let now = self.clock.now();
         if let Some(location) = filter.location
             && !ctx.locations.iter().any(|l| l.id == location && l.active)
         {
@@ -381,6 +455,9 @@ impl Engine {
         };
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
+        let offered = self
+            .likely_free(&ctx, offered, req.start, end, now, None)
+            .await?;
         let opted_out = match &req.citizen.phone {
             Some(phone) if mode == BookingMode::Confirmed => {
                 self.store.is_sms_opted_out(phone.as_str()).await?
@@ -502,15 +579,19 @@ impl Engine {
         mut destination: CodeDestination,
         now: DateTime<Utc>,
     ) -> Result<CodeDestination> {
-        if destination.channel() == MessageChannel::Sms {
-            let midnight = local_midnight(commune, now);
-            let used = tx.count_commune_sms(commune.id, midnight).await?;
-            if used >= i64::from(commune.sms_daily_budget) {
-                destination = match &appointment.citizen.email {
-                    Some(email) => CodeDestination::Email(email.clone()),
-                    None => return Err(BookingError::SmsBudgetExhausted),
-                };
-            }
+        if destination.channel() == MessageChannel::Sms
+            && !tx
+                .take_sms_budget(
+                    commune.id,
+                    commune.local_date(now),
+                    commune.sms_daily_budget,
+                )
+                .await?
+        {
+            destination = match &appointment.citizen.email {
+                Some(email) => CodeDestination::Email(email.clone()),
+                None => return Err(BookingError::SmsBudgetExhausted),
+            };
         }
         tx.lock_destination(destination.as_str()).await?;
         let recent = tx
@@ -624,6 +705,41 @@ impl Engine {
             .appointment(id)
             .await?
             .ok_or(BookingError::AppointmentNotFound)
+    }
+
+    /// The offered plannings that had a seat free a moment ago (and `own`, the planning an
+    /// appointment being moved already sits on). Not a decision — the transaction decides —
+    /// but a transaction that tries only these locks nothing for nothing: with seventy stations
+    /// and most of them full, that is the difference between one try and seventy.
+    async fn likely_free(
+        &self,
+        ctx: &SlotContext,
+        offered: Vec<(PlanningId, LocationId)>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+        own: Option<PlanningId>,
+    ) -> Result<Vec<(PlanningId, LocationId)>> {
+        let occupancy = Occupancy::new(
+            self.store
+                .occupancy(ctx.commune.id, start, end, now)
+                .await?,
+        );
+        let free: Vec<_> = offered
+            .into_iter()
+            .filter(|(planning, _)| {
+                Some(*planning) == own
+                    || ctx
+                        .plannings
+                        .iter()
+                        .find(|p| p.id == *planning)
+                        .is_some_and(|p| occupancy.has_free_seat(p, start, end))
+            })
+            .collect();
+        if free.is_empty() {
+            return Err(BookingError::SlotTaken);
+        }
+        Ok(free)
     }
 
     /// Opens a transaction that locks the planning of `before` (and `also_lock`), then the
@@ -883,6 +999,10 @@ impl Engine {
             .await?;
         let persons = current.persons as u32;
         let offered = offered(&ctx, now, start, persons, location)?;
+        let end = start + ctx.service.duration_for(persons);
+        let offered = self
+            .likely_free(&ctx, offered, start, end, now, Some(current.planning_id))
+            .await?;
         let opted_out = self.sms_opted_out(&current).await?;
         let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
         let (mut tx, mut old) = self.open(&current, &lock).await?;
@@ -898,7 +1018,6 @@ impl Engine {
         touch(&mut old, now);
         tx.update_appointment(&old).await?;
 
-        let end = start + ctx.service.duration_for(persons);
         let Some((planning_id, location_id, seat)) =
             take_seat(tx.as_mut(), &offered, start, end, now).await?
         else {
@@ -1144,19 +1263,6 @@ pub fn code_destination(citizen: &Citizen, commune: &Commune) -> Result<CodeDest
         return Err(BookingError::CannotReceiveSms);
     }
     Err(BookingError::ContactRequired)
-}
-
-/// The start of the commune's current local day, in UTC.
-fn local_midnight(commune: &Commune, now: DateTime<Utc>) -> DateTime<Utc> {
-    let date = commune.local_date(now);
-    let (start, _) = utc_span(date, date);
-    // `utc_span` widens by a few hours for any zone; here the exact instant matters.
-    chrono::TimeZone::from_local_datetime(
-        &commune.timezone,
-        &date.and_hms_opt(0, 0, 0).unwrap_or_default(),
-    )
-    .earliest()
-    .map_or(start, |t| t.with_timezone(&Utc))
 }
 
 /// Checks what can be checked before any transaction: persons, channel, contact, ANTS numbers.

@@ -173,14 +173,19 @@ impl<'a> SlotSearch<'a> {
             .collect()
     }
 
-    /// Every (start, location, planning) offered on `date`, in no particular order, ignoring
-    /// capacity. Notice, horizon, holidays and closures are applied.
+    /// Every (start, location, planning) offered on `date` — or only at local minute `only` —
+    /// in no particular order, ignoring capacity. Notice, horizon, holidays and closures are
+    /// applied. `instants` is scratch space: the UTC instant of each minute of the day,
+    /// resolved once for all plannings.
+    #[allow(clippy::too_many_arguments)]
     fn candidates_on(
         &self,
         date: NaiveDate,
+        only: Option<u16>,
         persons: u32,
         rules: &[(&OpeningRule, &Planning)],
         holidays: &mut HolidayCalendar,
+        instants: &mut Vec<Option<Option<DateTime<Utc>>>>,
         out: &mut Vec<Candidate>,
     ) {
         let (first, last) = self.bookable_dates();
@@ -191,22 +196,34 @@ impl<'a> SlotSearch<'a> {
         let length_minutes = length.num_minutes();
         let earliest = self.now + Duration::minutes(i64::from(self.service.min_notice_minutes));
         let tz = self.commune.timezone;
+        instants.clear();
+        instants.resize(1441, None);
         for (rule, planning) in rules {
             if !rule.applies_on(date) || rule.step_minutes <= 0 {
                 continue;
             }
-            let mut minute = i64::from(rule.start.0);
+            let (first, step) = (i64::from(rule.start.0), i64::from(rule.step_minutes));
+            let mut minute = match only.map(i64::from) {
+                // Only that minute, if it is on this rule's grid.
+                Some(m) if m >= first && (m - first) % step == 0 => m,
+                Some(_) => continue,
+                None => first,
+            };
             while minute + length_minutes <= i64::from(rule.end.0) {
-                let local = MinuteOfDay(minute as u16)
-                    .to_time()
-                    .map(|t| date.and_time(t));
-                minute += i64::from(rule.step_minutes);
-                let start = match local.map(|l| tz.from_local_datetime(&l)) {
-                    Some(LocalResult::Single(t)) => t.with_timezone(&Utc),
-                    // The repeated autumn hour: the first occurrence only, never two slots.
-                    Some(LocalResult::Ambiguous(first, _)) => first.with_timezone(&Utc),
-                    // The spring gap: this wall-clock time does not exist that day.
-                    Some(LocalResult::None) | None => continue,
+                let at = minute as usize;
+                minute += if only.is_some() { 1441 } else { step };
+                let resolved = *instants[at].get_or_insert_with(|| {
+                    let local = MinuteOfDay(at as u16).to_time().map(|t| date.and_time(t))?;
+                    match tz.from_local_datetime(&local) {
+                        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+                        // The repeated autumn hour: the first occurrence only, never two slots.
+                        LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
+                        // The spring gap: this wall-clock time does not exist that day.
+                        LocalResult::None => None,
+                    }
+                });
+                let Some(start) = resolved else {
+                    continue;
                 };
                 let end = start + length;
                 if start < earliest {
@@ -241,15 +258,18 @@ impl<'a> SlotSearch<'a> {
         let mut holidays = HolidayCalendar::new(self.commune.holiday_region());
         let mut slots = Vec::new();
         let mut day_candidates = Vec::new();
+        let mut instants = Vec::new();
         let mut date = filter.from.max(first);
         let last = filter.to.min(last);
         while date <= last {
             day_candidates.clear();
             self.candidates_on(
                 date,
+                None,
                 filter.persons,
                 &rules,
                 &mut holidays,
+                &mut instants,
                 &mut day_candidates,
             );
             day_candidates.sort_by_key(|c| (c.start, c.location_id, c.planning_id));
@@ -310,8 +330,17 @@ impl<'a> SlotSearch<'a> {
         let rules = self.usable_rules(location);
         let mut holidays = HolidayCalendar::new(self.commune.holiday_region());
         let mut found = Vec::new();
-        let date = self.commune.local_date(start);
-        self.candidates_on(date, persons, &rules, &mut holidays, &mut found);
+        let local = start.with_timezone(&self.commune.timezone).naive_local();
+        let minute = MinuteOfDay::of_time(local.time()).0;
+        self.candidates_on(
+            local.date(),
+            Some(minute),
+            persons,
+            &rules,
+            &mut holidays,
+            &mut Vec::new(),
+            &mut found,
+        );
         found.retain(|c| c.start == start);
         found.sort_by_key(|c| (c.planning_id, c.location_id));
         found.dedup();

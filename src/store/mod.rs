@@ -496,8 +496,14 @@ pub trait StoreTx: Send {
         kind: NotificationKind,
         since: DateTime<Utc>,
     ) -> Result<i64>;
-    /// SMS of a commune created since `since` (the daily budget).
-    async fn count_commune_sms(&mut self, commune: CommuneId, since: DateTime<Utc>) -> Result<i64>;
+    /// Takes one code SMS from the commune's budget for `day` (its local date); false when the
+    /// budget is spent.
+    async fn take_sms_budget(
+        &mut self,
+        commune: CommuneId,
+        day: NaiveDate,
+        budget: i32,
+    ) -> Result<bool>;
     async fn put_otp(&mut self, otp: &OtpRecord) -> Result<()>;
     async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>>;
     async fn insert_manage_token(
@@ -675,8 +681,9 @@ mod sql {
         WHERE appointment_id = $1 AND kind = $2 AND status = 'pending'";
     pub const COUNT_SENT_TO: &str = "SELECT COUNT(*) FROM notifications \
         WHERE destination = $1 AND kind = $2 AND created_at >= $3";
-    pub const COUNT_COMMUNE_SMS: &str = "SELECT COUNT(*) FROM notifications \
-        WHERE commune_id = $1 AND channel = 'sms' AND created_at >= $2 AND status <> 'cancelled'";
+    pub const OPEN_SMS_DAY: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING";
+    pub const TAKE_SMS_BUDGET: &str = "UPDATE sms_daily_usage SET sent = sent + 1 \
+        WHERE commune_id = $1 AND day = $2 AND sent < $3";
     pub const ABANDON_STALE_SENDS: &str = "UPDATE notifications SET status = 'unknown', updated_at = $1, \
         last_error = 'the worker stopped while sending' \
         WHERE status = 'sending' AND lease_until < $1 AND send_started_at IS NOT NULL";

@@ -1,7 +1,8 @@
 //! The store methods whose SQL and code are the same on SQLite and PostgreSQL, written once.
 //! Each backend module invokes these macros inside its `impl` blocks after defining what
 //! differs: `ts`/`opt_ts` (how an instant is bound), `map_err` (error codes), the locking
-//! statements (`PLANNING_LOCKED`, `APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`) and `lock_key`.
+//! statements (`PLANNING_LOCKED`, `APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`), `lock_key`, and
+//! `writer()`, taken by every method that writes (see the SQLite store).
 //! Names in the bodies resolve where the macro is invoked.
 
 /// `impl Store for $store { <the backend's own methods> <the shared ones> }`; a backend gives
@@ -21,7 +22,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_commune(&self, c: &NewCommune) -> Result<CommuneId> {
-                let mut tx = self.write_tx().await?;
+                let (_writer, mut tx) = self.write_tx().await?;
                 let hours = serde_json::to_string(&c.switchboard_hours)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let id: i64 = sqlx::query_scalar(sql::INSERT_COMMUNE)
@@ -94,6 +95,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_location(&self, l: &NewLocation) -> Result<LocationId> {
+                let _writer = self.writer().await;
                 sqlx::query_scalar(sql::INSERT_LOCATION)
                     .bind(l.commune_id)
                     .bind(&l.name)
@@ -116,6 +118,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_service(&self, s: &NewService) -> Result<ServiceId> {
+                let _writer = self.writer().await;
                 sqlx::query_scalar(sql::INSERT_SERVICE)
                     .bind(s.commune_id)
                     .bind(&s.name)
@@ -153,6 +156,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_planning(&self, p: &NewPlanning) -> Result<PlanningId> {
+                let _writer = self.writer().await;
                 sqlx::query_scalar(sql::INSERT_PLANNING)
                     .bind(p.commune_id)
                     .bind(&p.name)
@@ -172,7 +176,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_opening_rule(&self, r: &NewOpeningRule) -> Result<OpeningRuleId> {
-                let mut tx = self.write_tx().await?;
+                let (_writer, mut tx) = self.write_tx().await?;
                 let id: i64 = sqlx::query_scalar(sql::INSERT_RULE)
                     .bind(r.planning_id)
                     .bind(r.location_id)
@@ -207,6 +211,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_closure(&self, c: &NewClosure) -> Result<ClosureId> {
+                let _writer = self.writer().await;
                 sqlx::query_scalar(sql::INSERT_CLOSURE)
                     .bind(c.commune_id)
                     .bind(c.planning_id)
@@ -299,6 +304,7 @@ macro_rules! impl_store {
                 lease_until: DateTime<Utc>,
                 limit: i64,
             ) -> Result<Vec<Notification>> {
+                let _writer = self.writer().await;
                 let rows: Vec<NotificationRow> = sqlx::query_as(CLAIM_NOTIFICATIONS)
                     .bind(worker)
                     .bind(ts(now))
@@ -311,6 +317,7 @@ macro_rules! impl_store {
             }
 
             async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64> {
+                let _writer = self.writer().await;
                 let done = sqlx::query(sql::ABANDON_STALE_SENDS)
                     .bind(ts(now))
                     .execute(&self.pool)
@@ -325,6 +332,7 @@ macro_rules! impl_store {
                 worker: &str,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
+                let _writer = self.writer().await;
                 let done = sqlx::query(sql::START_SEND)
                     .bind(id)
                     .bind(worker)
@@ -342,6 +350,7 @@ macro_rules! impl_store {
                 result: &SendResult,
                 now: DateTime<Utc>,
             ) -> Result<()> {
+                let _writer = self.writer().await;
                 let query = match result {
                     SendResult::Sent {
                         provider_id,
@@ -400,6 +409,7 @@ macro_rules! impl_store {
                 error: Option<&str>,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
+                let _writer = self.writer().await;
                 let statement = if id.is_some() {
                     sql::RECORD_DELIVERY_BY_ID
                 } else {
@@ -442,6 +452,7 @@ macro_rules! impl_store {
                 cost_micro_eur: i64,
                 now: DateTime<Utc>,
             ) -> Result<()> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::INSERT_SENT_MESSAGE)
                     .bind(m.id)
                     .bind(m.commune_id)
@@ -480,6 +491,7 @@ macro_rules! impl_store {
             }
 
             async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::INSERT_SETTING)
                     .bind(name)
                     .bind(fresh)
@@ -500,6 +512,7 @@ macro_rules! impl_store {
                 request_hash: &str,
                 now: DateTime<Utc>,
             ) -> Result<IdempotencyState> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::DELETE_OLD_KEY)
                     .bind(scope)
                     .bind(key)
@@ -543,6 +556,7 @@ macro_rules! impl_store {
                 status: u16,
                 body: &str,
             ) -> Result<()> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::FINISH_KEY)
                     .bind(scope)
                     .bind(key)
@@ -555,6 +569,7 @@ macro_rules! impl_store {
             }
 
             async fn forget_idempotent(&self, scope: &str, key: &str) -> Result<()> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::FORGET_KEY)
                     .bind(scope)
                     .bind(key)
@@ -565,6 +580,7 @@ macro_rules! impl_store {
             }
 
             async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()> {
+                let _writer = self.writer().await;
                 sqlx::query(sql::INSERT_OPT_OUT)
                     .bind(phone)
                     .bind(ts(now))
@@ -590,6 +606,7 @@ macro_rules! impl_store {
                 action: SmsAction,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
+                let _writer = self.writer().await;
                 let action = match action {
                     SmsAction::Cancel => "cancel",
                 };
@@ -609,6 +626,7 @@ macro_rules! impl_store {
                 phone: &str,
                 now: DateTime<Utc>,
             ) -> Result<Option<(AppointmentId, SmsAction)>> {
+                let _writer = self.writer().await;
                 let row: Option<(AppointmentId, String, DateTime<Utc>)> =
                     sqlx::query_as(sql::TAKE_CONVERSATION)
                         .bind(phone)
@@ -858,17 +876,28 @@ macro_rules! impl_store_tx {
                     .map_err(map_err)
             }
 
-            async fn count_commune_sms(
+            async fn take_sms_budget(
                 &mut self,
                 commune: CommuneId,
-                since: DateTime<Utc>,
-            ) -> Result<i64> {
-                sqlx::query_scalar(sql::COUNT_COMMUNE_SMS)
+                day: chrono::NaiveDate,
+                budget: i32,
+            ) -> Result<bool> {
+                let day = day.format("%Y-%m-%d").to_string();
+                sqlx::query(sql::OPEN_SMS_DAY)
                     .bind(commune)
-                    .bind(ts(since))
-                    .fetch_one(&mut *self.tx)
+                    .bind(&day)
+                    .execute(&mut *self.tx)
                     .await
-                    .map_err(map_err)
+                    .map_err(map_err)?;
+                let taken = sqlx::query(sql::TAKE_SMS_BUDGET)
+                    .bind(commune)
+                    .bind(&day)
+                    .bind(budget)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                Ok(taken == 1)
             }
 
             async fn put_otp(&mut self, o: &OtpRecord) -> Result<()> {

@@ -312,28 +312,6 @@ pub async fn slots(
             ),
         )
     })?;
-    let service = state
-        .store()
-        .service(service_id)
-        .await?
-        .filter(|s| s.commune_id == commune.id && s.active)
-        .ok_or(ApiError::Booking(BookingError::ServiceNotFound))?;
-    let persons = persons.unwrap_or(1);
-    if persons < 1 || i64::from(persons) > i64::from(service.max_persons) {
-        return Err(ApiError::bad_parameter(
-            "persons",
-            BookingError::InvalidPersons {
-                max: service.max_persons,
-            }
-            .message(),
-        ));
-    }
-    if limit.is_some_and(|l| !(1..=1000).contains(&l)) {
-        return Err(ApiError::bad_parameter(
-            "limit",
-            "Le paramètre limit doit être compris entre 1 et 1000.",
-        ));
-    }
     let today = commune.local_date(state.engine.now());
     // Dates far from today are mistakes (and would overflow date arithmetic).
     let sane = today - Duration::days(MAX_RANGE_DAYS)..=today + Duration::days(5 * MAX_RANGE_DAYS);
@@ -359,6 +337,25 @@ pub async fn slots(
             format!("Une recherche couvre au plus {MAX_RANGE_DAYS} jours."),
         ));
     }
+    if limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::bad_parameter(
+            "limit",
+            "Le paramètre limit doit être compris entre 1 et 1000.",
+        ));
+    }
+    // One read of the commune's rules serves the checks and the search.
+    let ctx = state
+        .engine
+        .slot_context(commune.id, service_id, from, to)
+        .await?;
+    let max = ctx.service.max_persons;
+    let persons = persons.unwrap_or(1);
+    if persons < 1 || i64::from(persons) > i64::from(max) {
+        return Err(ApiError::bad_parameter(
+            "persons",
+            BookingError::InvalidPersons { max }.message(),
+        ));
+    }
     let filter = SlotFilter {
         persons,
         location,
@@ -366,13 +363,9 @@ pub async fn slots(
         to,
         limit,
     };
-    let slots = state
-        .engine
-        .free_slots(commune.id, service.id, filter)
-        .await?;
-    let locations = state.store().locations(commune.id).await?;
+    let slots = state.engine.free_slots_in(&ctx, filter).await?;
     let name_of = |id| {
-        locations
+        ctx.locations
             .iter()
             .find(|l| l.id == id)
             .map(|l| l.name.clone())

@@ -1,0 +1,507 @@
+//! The rush load tool: N citizens race through hold → code → confirm for M newly opened slots.
+//!
+//! It starts a real guichet server (HTTP on a local port, the outbox worker sending codes by SMS)
+//! on a fresh database — SQLite by default, or PostgreSQL with `--postgres URL` — opens exactly M
+//! slots for tomorrow, runs a local SMS provider speaking Twilio's contract from which each
+//! citizen reads its code, and lets the citizens loose: each lists free slots, picks one at
+//! random, holds it, waits for its code, confirms; on "slot taken" it looks again. At the end it
+//! counts bookings and checks every planning for overbooking in the database, and prints
+//! throughput and latency percentiles.
+//!
+//! cargo run --release --example load -- --citizens 1000 --slots 100
+//! cargo run --release --example load -- --citizens 10000 --slots 10000 --postgres postgres://postgres@127.0.0.1/test
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use chrono::{Duration, Utc};
+use chrono_tz::Europe::Paris;
+use guichet::App;
+use guichet::config::Config;
+use guichet::domain::{
+    Category, Channels, Clock, MinuteOfDay, Status, SystemClock, Weekdays, WeeklyHours,
+};
+use guichet::store::{self, NewCommune, NewLocation, NewOpeningRule, NewPlanning, NewService};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+use tokio::sync::{Semaphore, watch};
+
+const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+const SLOTS_PER_PLANNING: usize = 144; // 08:00–20:00 every 5 minutes
+
+struct Args {
+    citizens: usize,
+    slots: usize,
+    concurrency: usize,
+    postgres: Option<String>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        citizens: 1000,
+        slots: 100,
+        concurrency: 200,
+        postgres: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--citizens" => args.citizens = value().parse().expect("--citizens N"),
+            "--slots" => args.slots = value().parse().expect("--slots M"),
+            "--concurrency" => args.concurrency = value().parse().expect("--concurrency C"),
+            "--postgres" => args.postgres = Some(value()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(
+        args.citizens <= 10_000,
+        "citizens use the 10,000 fiction numbers 06 39 98 xx xx"
+    );
+    args
+}
+
+/// Codes waiting to be read, by mobile number.
+#[derive(Clone, Default)]
+struct Phones(Arc<Mutex<HashMap<String, watch::Sender<Option<String>>>>>);
+
+impl Phones {
+    fn watch(&self, phone: &str) -> watch::Receiver<Option<String>> {
+        let (tx, rx) = watch::channel(None);
+        self.0.lock().unwrap().insert(phone.to_owned(), tx);
+        rx
+    }
+}
+
+/// A local SMS provider: `CreateMessage` in, 201 out; codes go to the waiting citizen.
+async fn sms_endpoint(State(phones): State<Phones>, body: Bytes) -> impl IntoResponse {
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (to, text) = (
+        field("To").unwrap_or_default(),
+        field("Body").unwrap_or_default(),
+    );
+    if let Some(code) = text
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        && let Some(tx) = phones.0.lock().unwrap().get(&to)
+    {
+        let _ = tx.send(Some(code.to_owned()));
+    }
+    (
+        StatusCode::CREATED,
+        axum::Json(
+            json!({"sid": format!("SM{}", uuid::Uuid::new_v4().simple()), "status": "queued", "num_segments": "1"}),
+        ),
+    )
+}
+
+async fn database_url(postgres: &Option<String>, dir: &std::path::Path) -> String {
+    match postgres {
+        None => format!("sqlite://{}", dir.join("load.db").display()),
+        Some(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+            let schema = format!("load_{}", Utc::now().timestamp());
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS btree_gist")
+                .execute(&mut conn)
+                .await
+                .expect("btree_gist");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .expect("schema");
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}options[search_path]={schema}%2Cpublic")
+        }
+    }
+}
+
+/// A commune with exactly `slots` five-minute slots tomorrow, one seat each.
+async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64, i64) {
+    let commune = store
+        .insert_commune(&NewCommune {
+            slug: "ruee".into(),
+            name: "Ruée".into(),
+            insee_code: "74010".into(),
+            timezone: Paris,
+            population: 50_000,
+            phone_numbers: vec![],
+            switchboard_number: None,
+            switchboard_hours: WeeklyHours::default(),
+            reminder_delay_hours: 48,
+            quiet_start: MinuteOfDay::hm(20, 0),
+            quiet_end: MinuteOfDay::hm(8, 0),
+            sms_sender: "Ruee".into(),
+            allow_multiple_per_category: false,
+            sms_daily_budget: 1_000_000,
+            allow_foreign_mobiles: false,
+        })
+        .await
+        .unwrap();
+    let location = store
+        .insert_location(&NewLocation {
+            commune_id: commune,
+            name: "Hôtel de ville".into(),
+            address: "1 place de la Mairie".into(),
+            postcode: "74000".into(),
+            city: "Ruée".into(),
+            access_notes: String::new(),
+        })
+        .await
+        .unwrap();
+    let service = store
+        .insert_service(&NewService {
+            commune_id: commune,
+            name: "Carte d'identité et passeport".into(),
+            spoken_name: "carte d'identité ou passeport".into(),
+            category: Category::Titres,
+            duration_minutes: 5,
+            max_persons: 1,
+            min_notice_minutes: 0,
+            horizon_days: 3,
+            channels: Channels::ALL,
+            what_to_bring: String::new(),
+        })
+        .await
+        .unwrap();
+    let tomorrow = Utc::now().with_timezone(&Paris).date_naive() + Duration::days(1);
+    let mut left = slots;
+    let mut n = 0;
+    while left > 0 {
+        let here = left.min(SLOTS_PER_PLANNING);
+        n += 1;
+        let planning = store
+            .insert_planning(&NewPlanning {
+                commune_id: commune,
+                name: format!("Station {n}"),
+                capacity: 1,
+            })
+            .await
+            .unwrap();
+        store
+            .insert_opening_rule(&NewOpeningRule {
+                planning_id: planning,
+                location_id: location,
+                weekdays: Weekdays(0x7f),
+                start: MinuteOfDay::hm(8, 0),
+                end: MinuteOfDay(8 * 60 + 5 * here as u16),
+                step_minutes: 5,
+                valid_from: tomorrow,
+                valid_until: Some(tomorrow),
+                service_ids: vec![service],
+            })
+            .await
+            .unwrap();
+        left -= here;
+    }
+    (commune, service)
+}
+
+#[derive(Default)]
+struct Stats {
+    slots_ms: Vec<f64>,
+    hold_ms: Vec<f64>,
+    confirm_ms: Vec<f64>,
+    confirmed: usize,
+    no_slot: usize,
+    taken_retries: usize,
+    errors: HashMap<String, usize>,
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[((values.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn citizen(
+    n: usize,
+    client: reqwest::Client,
+    base: String,
+    service: i64,
+    phones: Phones,
+    stats: Arc<Mutex<Stats>>,
+) {
+    let phone = format!("+3363998{n:04}");
+    let mut code = phones.watch(&phone);
+    let fail = |reason: String| {
+        *stats.lock().unwrap().errors.entry(reason).or_default() += 1;
+    };
+    // Like a person with the list on screen: pick one at random; if someone else got it, pick
+    // another from the same list; after three misses, look the list up again.
+    let mut list: Vec<Value> = Vec::new();
+    let mut attempts = 0;
+    let mut misses = 0;
+    let held =
+        loop {
+            attempts += 1;
+            if attempts > 50 {
+                return fail("gave up after 50 tries".into());
+            }
+            if list.is_empty() || misses >= 3 {
+                misses = 0;
+                let t = Instant::now();
+                let slots: Value = match client
+                    .get(format!(
+                        "{base}/api/v1/communes/ruee/slots?service={service}&limit=100"
+                    ))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(e) => return fail(format!("slots: {e}")),
+                };
+                stats
+                    .lock()
+                    .unwrap()
+                    .slots_ms
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+                list = slots.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    stats.lock().unwrap().no_slot += 1;
+                    return;
+                }
+            }
+            let pick = list.swap_remove(rand::random_range(0..list.len()));
+            let t = Instant::now();
+            let response = match client
+            .post(format!("{base}/api/v1/communes/ruee/appointments"))
+            .json(&json!({"service": service, "start": pick["start"], "location": pick["location"],
+                          "name": format!("Usager {n}"), "phone": phone}))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return fail(format!("hold: {e}")),
+        };
+            let status = response.status().as_u16();
+            let held: Value = response.json().await.unwrap_or(Value::Null);
+            stats
+                .lock()
+                .unwrap()
+                .hold_ms
+                .push(t.elapsed().as_secs_f64() * 1000.0);
+            match (status, held["code"].as_str()) {
+                (201, _) => break held,
+                (409, Some("slot_taken")) | (422, Some("slot_unavailable")) => {
+                    stats.lock().unwrap().taken_retries += 1;
+                    misses += 1;
+                }
+                (s, c) => return fail(format!("hold {s} {}", c.unwrap_or(""))),
+            }
+        };
+    {
+        let id = held["id"].as_str().unwrap_or_default().to_owned();
+        let digits =
+            match tokio::time::timeout(StdDuration::from_secs(60), code.wait_for(|c| c.is_some()))
+                .await
+            {
+                Ok(Ok(value)) => value.clone().unwrap_or_default(),
+                _ => return fail("no code within 60 s".into()),
+            };
+        let t = Instant::now();
+        let response = client
+            .post(format!("{base}/api/v1/appointments/{id}/confirm"))
+            .json(&json!({"code": digits}))
+            .send()
+            .await;
+        stats
+            .lock()
+            .unwrap()
+            .confirm_ms
+            .push(t.elapsed().as_secs_f64() * 1000.0);
+        match response {
+            Ok(r) if r.status() == 200 => stats.lock().unwrap().confirmed += 1,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                fail(format!(
+                    "confirm {status} {}",
+                    body["code"].as_str().unwrap_or("")
+                ));
+            }
+            Err(e) => fail(format!("confirm: {e}")),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    guichet::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(&args.postgres, dir.path()).await;
+    let store = store::connect(&url).await.expect("database");
+    let (_, service) = open_slots(store.as_ref(), args.slots).await;
+
+    // The local SMS provider.
+    let phones = Phones::default();
+    let sms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sms_base = format!("http://{}", sms_listener.local_addr().unwrap());
+    let router = Router::new()
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            post(sms_endpoint),
+        )
+        .with_state(phones.clone());
+    tokio::spawn(async move { axum::serve(sms_listener, router).await.unwrap() });
+
+    // guichet itself.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config {
+        database_url: url.clone(),
+        public_url: base.clone(),
+        twilio_account_sid: Some(ACCOUNT_SID.into()),
+        twilio_auth_token: Some("load".to_owned().into()),
+        twilio_api_base: sms_base,
+        twilio_from: Some("+33465710000".into()),
+        secret_key: Some("load-test".to_owned().into()),
+        ..Config::default()
+    };
+    let app = App::new(
+        store.clone(),
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+        config,
+        false,
+    );
+    tokio::spawn(async move {
+        app.serve(listener, std::future::pending()).await.unwrap();
+    });
+
+    println!(
+        "rush on {}: {} citizens, {} slots, {} at a time",
+        if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        args.citizens,
+        args.slots,
+        args.concurrency
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .unwrap();
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let gate = Arc::new(Semaphore::new(args.concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..args.citizens {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let (client, base, phones, stats) =
+            (client.clone(), base.clone(), phones.clone(), stats.clone());
+        tasks.push(tokio::spawn(async move {
+            citizen(n, client, base, service, phones, stats).await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // Overbooking, counted in the database: seats of a planning never overlap, and no more
+    // appointments take a slot than it has seats.
+    let communes = store.communes().await.unwrap();
+    let commune = communes.iter().find(|c| c.slug == "ruee").unwrap();
+    let now = Utc::now();
+    let all = store
+        .appointments(commune.id, now - Duration::days(1), now + Duration::days(5))
+        .await
+        .unwrap();
+    let mut per_slot: HashMap<(i64, chrono::DateTime<Utc>), usize> = HashMap::new();
+    for a in all.iter().filter(|a| a.occupies_at(now)) {
+        *per_slot.entry((a.planning_id, a.starts_at)).or_default() += 1;
+    }
+    let overbooked: usize = per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+    let confirmed_in_db = all.iter().filter(|a| a.status == Status::Confirmed).count();
+
+    let mut s = std::mem::take(&mut *stats.lock().unwrap());
+    println!(
+        "confirmed bookings: {} (in the database: {confirmed_in_db}) for {} slots",
+        s.confirmed, args.slots
+    );
+    println!("overbooked slots:   {overbooked}");
+    println!(
+        "turned away (no slot left): {}   retries after \"slot taken\": {}",
+        s.no_slot, s.taken_retries
+    );
+    if !s.errors.is_empty() {
+        println!("errors: {:?}", s.errors);
+    }
+    println!(
+        "wall time {elapsed:.2} s   throughput {:.0} confirmed bookings/s",
+        s.confirmed as f64 / elapsed
+    );
+    // Server side: the Prometheus histogram guichet keeps per route (bucket bounds).
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (route, label) in [
+        ("/api/v1/communes/{slug}/slots", "GET slots"),
+        ("/api/v1/communes/{slug}/appointments", "POST hold"),
+        ("/api/v1/appointments/{id}/confirm", "POST confirm"),
+    ] {
+        let mut buckets: Vec<(f64, f64)> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("http_request_duration_seconds_bucket")
+                    && l.contains(&format!("route=\"{route}\""))
+            })
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                Some((
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    },
+                    count,
+                ))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        let total = buckets.last().map_or(0.0, |b| b.1);
+        let bound = |p: f64| {
+            buckets
+                .iter()
+                .find(|b| b.1 >= total * p)
+                .map_or(f64::NAN, |b| b.0 * 1000.0)
+        };
+        println!(
+            "server side   {label:<13} n={total:<6} p50 ≤ {:>5} ms   p99 ≤ {:>5} ms",
+            bound(0.5),
+            bound(0.99)
+        );
+    }
+    println!("client side (includes queueing in this process):");
+    for (name, values) in [
+        ("GET slots", &mut s.slots_ms),
+        ("POST hold", &mut s.hold_ms),
+        ("POST confirm", &mut s.confirm_ms),
+    ] {
+        let count = values.len();
+        println!(
+            "{name:<13} n={count:<6} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            percentile(values, 0.5),
+            percentile(values, 0.99),
+            percentile(values, 1.0)
+        );
+    }
+}
