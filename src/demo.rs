@@ -596,6 +596,14 @@ pub async fn banner(app: &App, seeded: bool) -> anyhow::Result<String> {
             )?;
         }
     }
+    writeln!(
+        out,
+        "\n  SMS et e-mails : rien ne part, tout s'affiche sur {base}/dev/outbox (codes compris)."
+    )?;
+    writeln!(
+        out,
+        "  Réserver : POST {base}/api/v1/communes/annecy/appointments (voir la description de l'API)."
+    )?;
     writeln!(out, "  Arrêt : Ctrl-C.")?;
     Ok(out)
 }

@@ -142,13 +142,13 @@ impl BookingError {
             BookingError::Duplicate(Some(place)) => {
                 let local = place.starts_at.with_timezone(&place.timezone).naive_local();
                 format!(
-                    "Vous avez déjà un rendez-vous pour cette démarche : {}, le {}, {} ({}), mairie de {}. \
+                    "Vous avez déjà un rendez-vous pour cette démarche : {}, le {}, {} ({}), mairie {}. \
                      Pour en changer, déplacez ou annulez ce rendez-vous avec le lien reçu à sa confirmation.",
                     place.service_name,
                     written_date_time(local),
                     place.location_name,
                     place.location_address,
-                    place.commune_name,
+                    crate::domain::wording::de(&place.commune_name),
                 )
             }
             BookingError::Duplicate(None) => {

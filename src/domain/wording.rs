@@ -67,6 +67,19 @@ pub fn written_date_time(at: NaiveDateTime) -> String {
     format!("{} à {}", written_date(at.date()), written_time(at.time()))
 }
 
+/// "de Sallanches", "d'Annecy": the elision French writes before a vowel.
+pub fn de(name: &str) -> String {
+    let elides = name
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUYÂÉÈÊÎÏÔÛaeiouyâéèêîïôû".contains(c));
+    if elides {
+        format!("d'{name}")
+    } else {
+        format!("de {name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! notes, the personal link, and an `.ics` file for confirmations and moves.
 
 use crate::domain::gsm7::{SINGLE_SEGMENT, fits_one_segment, transliterate};
-use crate::domain::wording::{day_of_month, month_name, weekday_name, written_date_time};
+use crate::domain::wording::{day_of_month, de, month_name, weekday_name, written_date_time};
 use crate::domain::{Appointment, AppointmentPlace, Commune, Location, Service};
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use icalendar::{Calendar, Component, EventLike};
@@ -172,8 +172,9 @@ pub fn ics(s: &Subject<'_>) -> String {
     let event = icalendar::Event::new()
         .uid(&format!("{}@guichet", s.appointment.id))
         .summary(&format!(
-            "Mairie de {} : {}",
-            s.commune.name, s.service.name
+            "Mairie {} : {}",
+            de(&s.commune.name),
+            s.service.name
         ))
         .description(&format!(
             "À apporter : {}\nPersonnes : {}",
@@ -185,7 +186,7 @@ pub fn ics(s: &Subject<'_>) -> String {
         .timestamp(s.appointment.updated_at)
         .done();
     Calendar::new()
-        .name(&format!("Rendez-vous, mairie de {}", s.commune.name))
+        .name(&format!("Rendez-vous, mairie {}", de(&s.commune.name)))
         .push(event)
         .done()
         .to_string()
@@ -196,8 +197,8 @@ pub fn ics(s: &Subject<'_>) -> String {
 pub fn code_sms(commune: &Commune, code: &str) -> String {
     sms([
         format!(
-            "Mairie de {} : votre code de confirmation est {code}. Il est valable 10 minutes. Ne le communiquez à personne.",
-            commune.name
+            "Mairie {} : votre code de confirmation est {code}. Il est valable 10 minutes. Ne le communiquez à personne.",
+            de(&commune.name)
         ),
         format!("Votre code de confirmation : {code} (valable 10 minutes)."),
         format!("Code : {code}"),
@@ -207,7 +208,7 @@ pub fn code_sms(commune: &Commune, code: &str) -> String {
 pub fn code_email(commune: &Commune, service: &Service, code: &str) -> Email {
     email(
         format!("Votre code de confirmation : {code}"),
-        &format!("Mairie de {}", commune.name),
+        &format!("Mairie {}", de(&commune.name)),
         &[
             format!("Pour confirmer votre rendez-vous « {} », saisissez ce code :", service.name),
             code.to_owned(),
@@ -248,8 +249,8 @@ pub fn confirmation_email(s: &Subject<'_>, link: &str) -> Email {
             written_date_time(local(s.commune, s.appointment.starts_at))
         ),
         &format!(
-            "Mairie de {} : votre rendez-vous est confirmé",
-            s.commune.name
+            "Mairie {} : votre rendez-vous est confirmé",
+            de(&s.commune.name)
         ),
         &paragraphs,
         Some(ics(s)),
@@ -286,7 +287,10 @@ pub fn reminder_email(s: &Subject<'_>, link: &str) -> Email {
             "Rappel : rendez-vous le {}",
             written_date_time(local(s.commune, s.appointment.starts_at))
         ),
-        &format!("Mairie de {} : rappel de votre rendez-vous", s.commune.name),
+        &format!(
+            "Mairie {} : rappel de votre rendez-vous",
+            de(&s.commune.name)
+        ),
         &paragraphs,
         None,
     )
@@ -309,7 +313,7 @@ pub fn cancellation_email(s: &Subject<'_>) -> Email {
     let at = local(s.commune, s.appointment.starts_at);
     email(
         format!("Rendez-vous annulé : {}", written_date_time(at)),
-        &format!("Mairie de {} : rendez-vous annulé", s.commune.name),
+        &format!("Mairie {} : rendez-vous annulé", de(&s.commune.name)),
         &[
             format!(
                 "Votre rendez-vous « {} » du {} est annulé, comme vous l'avez demandé.",
@@ -395,7 +399,7 @@ pub fn commune_cancellation_email(
             "Rendez-vous annulé par la mairie : {}",
             written_date_time(at)
         ),
-        &format!("Mairie de {} : rendez-vous annulé", s.commune.name),
+        &format!("Mairie {} : rendez-vous annulé", de(&s.commune.name)),
         &paragraphs,
         None,
     )
@@ -425,7 +429,7 @@ pub fn moved_email(s: &Subject<'_>, link: &str) -> Email {
             "Rendez-vous déplacé au {}",
             written_date_time(local(s.commune, s.appointment.starts_at))
         ),
-        &format!("Mairie de {} : rendez-vous déplacé", s.commune.name),
+        &format!("Mairie {} : rendez-vous déplacé", de(&s.commune.name)),
         &paragraphs,
         Some(ics(s)),
     )
@@ -454,7 +458,7 @@ pub fn duplicate_notice_email(place: &AppointmentPlace) -> Email {
     let at = place.starts_at.with_timezone(&place.timezone).naive_local();
     email(
         "Vous avez déjà un rendez-vous".to_owned(),
-        &format!("Mairie de {}", place.commune_name),
+        &format!("Mairie {}", de(&place.commune_name)),
         &[
             format!(
                 "Quelqu'un a demandé un rendez-vous « {} » avec vos coordonnées, mais vous en avez déjà un : le {}, {} ({}).",
@@ -475,10 +479,10 @@ pub fn duplicate_notice_email(place: &AppointmentPlace) -> Email {
 pub fn sms_cancel_question(commune: &Commune, appointment: &Appointment) -> String {
     let at = local(commune, appointment.starts_at);
     let (long, short, time) = (long_date(at), short_date(at), short_time(at));
-    let name = &commune.name;
+    let of = de(&commune.name);
     sms([
         format!(
-            "Vous allez annuler votre RDV du {long} à {time} (mairie de {name}). Pour confirmer, répondez OUI."
+            "Vous allez annuler votre RDV du {long} à {time} (mairie {of}). Pour confirmer, répondez OUI."
         ),
         format!("Annuler votre RDV du {short} à {time} ? Pour confirmer, répondez OUI."),
     ])
