@@ -56,7 +56,7 @@ impl App {
             engine = engine.with_otp_key(key.expose_secret().as_bytes());
         }
         let dev_outbox = DevOutbox::default();
-        let sms = sms_transport(&config, &dev_outbox);
+        let sms = sms_transport(&config, &dev_outbox, demo);
         let mail = mail_transport(&config, &dev_outbox);
         let run_worker = config.outbox_worker;
         Self {
@@ -163,7 +163,7 @@ impl App {
     }
 }
 
-fn sms_transport(config: &Config, dev_outbox: &DevOutbox) -> Arc<dyn SmsSender> {
+fn sms_transport(config: &Config, dev_outbox: &DevOutbox, demo: bool) -> Arc<dyn SmsSender> {
     let sender = match (&config.twilio_from, &config.twilio_messaging_service_sid) {
         (_, Some(sid)) => Some(SmsSenderId::MessagingService(sid.clone())),
         (Some(from), None) => Some(SmsSenderId::From(from.clone())),
@@ -191,6 +191,7 @@ fn sms_transport(config: &Config, dev_outbox: &DevOutbox) -> Arc<dyn SmsSender> 
     }
     Arc::new(ConsoleSms {
         outbox: dev_outbox.clone(),
+        reveal: demo,
     })
 }
 

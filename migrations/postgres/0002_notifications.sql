@@ -70,6 +70,8 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (scope, key)
 );
 
+CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at);
+
 -- Numbers that replied STOP: no more reminders.
 CREATE TABLE sms_opt_outs (
     phone      TEXT    PRIMARY KEY,

@@ -593,21 +593,30 @@ impl Engine {
                 None => return Err(BookingError::SmsBudgetExhausted),
             };
         }
-        tx.lock_destination(destination.as_str()).await?;
+        let key = destination.key();
+        tx.lock_destination(&key).await?;
         let recent = tx
-            .count_sent_to(
-                destination.as_str(),
-                NotificationKind::Code,
-                now - otp::SEND_WINDOW,
-            )
+            .count_sent_to(&key, NotificationKind::Code, now - otp::SEND_WINDOW)
             .await?;
         if recent >= otp::MAX_SENDS {
+            return Err(BookingError::TooManyCodes);
+        }
+        // And a day's cap, so that nobody can have a stranger's phone buzz all day (or guess
+        // at codes five tries at a time).
+        let today = tx
+            .count_sent_to(
+                &key,
+                NotificationKind::Code,
+                now - chrono::Duration::hours(24),
+            )
+            .await?;
+        if today >= otp::MAX_SENDS_PER_DAY {
             return Err(BookingError::TooManyCodes);
         }
         let code = OtpCode::generate();
         tx.put_otp(&OtpRecord {
             appointment_id: appointment.id,
-            destination: destination.as_str().to_owned(),
+            destination: key,
             code_hash: otp::hash(&self.otp_key, appointment.id, &code),
             expires_at: now + otp::VALIDITY,
             attempts_left: otp::MAX_ATTEMPTS,

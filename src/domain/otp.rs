@@ -1,7 +1,7 @@
 //! One-time codes ("codes de confirmation"): six digits from the operating system's CSPRNG,
 //! kept only as an HMAC-SHA256 keyed with a server secret and bound to the appointment, valid
 //! ten minutes, used once, burnt after five wrong tries; at most three sends per destination in
-//! ten minutes. The limits are applied by the engine inside the booking transaction.
+//! ten minutes and ten in a day. The limits are applied by the engine inside the booking transaction.
 
 use chrono::Duration;
 use hmac::{KeyInit, Mac};
@@ -15,6 +15,7 @@ pub const VALIDITY: Duration = Duration::minutes(10);
 pub const MAX_ATTEMPTS: i32 = 5;
 pub const MAX_SENDS: i64 = 3;
 pub const SEND_WINDOW: Duration = Duration::minutes(10);
+pub const MAX_SENDS_PER_DAY: i64 = 10;
 
 /// Six digits, as typed by a person (spaces and dashes ignored).
 #[derive(Clone, PartialEq, Eq)]

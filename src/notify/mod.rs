@@ -177,7 +177,7 @@ impl Notifier {
                 let mail = templates::code_email(commune, service, code);
                 NewNotification {
                     channel: MessageChannel::Email,
-                    destination: address.as_str().to_owned(),
+                    destination: address.dedup_key(),
                     subject: Some(mail.subject),
                     body: mail.text,
                     html: Some(mail.html),
@@ -403,6 +403,41 @@ impl Notifier {
     }
 }
 
+/// What is kept of a message once sent: six-digit codes and personal-link tokens are masked, so
+/// that the outbox table never holds what the keyed hashes protect.
+pub fn redact(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(i) = rest.find("/r/") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        let token_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
+        out.push('…');
+        rest = &rest[token_len..];
+    }
+    out.push_str(rest);
+    // Six digits standing alone are a code.
+    let chars: Vec<char> = out.chars().collect();
+    let mut masked = String::with_capacity(out.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 6 {
+            masked.push_str("******");
+            i += 6;
+        } else if run > 0 {
+            masked.extend(&chars[i..i + run]);
+            i += run;
+        } else {
+            masked.push(chars[i]);
+            i += 1;
+        }
+    }
+    masked
+}
+
 /// Where a one-time code goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeDestination {
@@ -425,11 +460,40 @@ impl CodeDestination {
         }
     }
 
+    /// The destination as stored and counted: e-mail addresses in lower case, so that
+    /// `Marie@…` and `marie@…` share one send limit.
+    pub fn key(&self) -> String {
+        match self {
+            CodeDestination::Sms(p) => p.as_str().to_owned(),
+            CodeDestination::Email(e) => e.dedup_key(),
+        }
+    }
+
     /// As shown to the person ("+33 6 ** ** ** 78", "m***@exemple.fr").
     pub fn masked(&self) -> String {
         match self {
             CodeDestination::Sms(p) => p.masked(),
             CodeDestination::Email(e) => e.masked(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_once_sent() {
+        assert_eq!(
+            redact("Mairie d'Annecy : votre code est 042042. Valable 10 minutes."),
+            "Mairie d'Annecy : votre code est ******. Valable 10 minutes."
+        );
+        assert_eq!(
+            redact(
+                "RDV le mar. 01/12 à 9h30. Gérer : https://rdv.example.fr/r/Abcdefghij0123456789_- merci"
+            ),
+            "RDV le mar. 01/12 à 9h30. Gérer : https://rdv.example.fr/r/… merci"
+        );
+        assert_eq!(redact("le 2026-12-03 à 9 h"), "le 2026-12-03 à 9 h");
     }
 }

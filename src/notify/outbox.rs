@@ -14,9 +14,11 @@
 
 use super::email::{MailOutcome, Mailer, OutgoingEmail};
 use super::sms::{OutgoingSms, SmsOutcome, SmsSender};
-use crate::domain::{Clock, MessageChannel, NotificationKind, Status, gsm7};
+use crate::domain::reminders::is_quiet;
+use crate::domain::{Clock, MessageChannel, MinuteOfDay, NotificationKind, Status, gsm7};
 use crate::store::{Notification, SendResult, Store};
 use chrono::Duration;
+use chrono::TimeZone;
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -124,27 +126,60 @@ impl Outbox {
         tracing::info!(worker = %self.worker, "outbox worker stopped");
     }
 
-    async fn still_wanted(&self, n: &Notification) -> crate::store::Result<Option<String>> {
+    /// For a reminder: how it ends without being sent, if it should not be sent now — the
+    /// appointment was cancelled or moved, the number said STOP (cancelled), or it is quiet
+    /// hours in the commune (moved to the end of the quiet hours, or dropped if that is too
+    /// late). The transaction that cancels an appointment cancels its reminders; this is the
+    /// last look before sending.
+    async fn hold_back(&self, n: &Notification) -> crate::store::Result<Option<SendResult>> {
         let message = &n.message;
         if message.kind != NotificationKind::Reminder {
             return Ok(None);
         }
-        if let Some(id) = message.appointment_id {
-            let now = self.clock.now();
-            let current = self.store.appointment(id).await?;
-            let live = current
-                .as_ref()
-                .is_some_and(|a| a.status == Status::Confirmed && a.starts_at > now);
-            if !live {
-                return Ok(Some(
-                    "the appointment is no longer ahead and confirmed".into(),
-                ));
-            }
+        let now = self.clock.now();
+        let cancel = |reason: &str| {
+            Ok(Some(SendResult::Cancelled {
+                reason: reason.to_owned(),
+            }))
+        };
+        let Some(appointment) = (match message.appointment_id {
+            Some(id) => self.store.appointment(id).await?,
+            None => None,
+        }) else {
+            return cancel("no appointment");
+        };
+        if appointment.status != Status::Confirmed || appointment.starts_at <= now {
+            return cancel("the appointment is no longer ahead and confirmed");
         }
         if message.channel == MessageChannel::Sms
             && self.store.is_sms_opted_out(&message.destination).await?
         {
-            return Ok(Some("the number replied STOP".into()));
+            return cancel("the number replied STOP");
+        }
+        if let Some(commune) = self.store.commune(appointment.commune_id).await? {
+            let local = now.with_timezone(&commune.timezone).naive_local();
+            let minute = MinuteOfDay::of_time(local.time());
+            if is_quiet(minute, commune.quiet_start, commune.quiet_end) {
+                // Late (a retry, a worker down overnight): never at night.
+                let mut day = local.date();
+                if commune.quiet_start > commune.quiet_end && minute >= commune.quiet_start {
+                    day = day.succ_opt().unwrap_or(day);
+                }
+                let morning = day.and_time(commune.quiet_end.to_time().unwrap_or_default());
+                let morning = commune
+                    .timezone
+                    .from_local_datetime(&morning)
+                    .earliest()
+                    .map_or(now + Duration::hours(8), |t| t.with_timezone(&chrono::Utc));
+                return if morning < appointment.starts_at {
+                    Ok(Some(SendResult::Retry {
+                        due_at: morning,
+                        error: "quiet hours: sent in the morning".into(),
+                    }))
+                } else {
+                    cancel("only quiet hours were left before the appointment")
+                };
+            }
         }
         Ok(None)
     }
@@ -156,16 +191,17 @@ impl Outbox {
 
     async fn deliver(&self, n: Notification) -> crate::store::Result<()> {
         let id = n.message.id;
-        if let Some(reason) = self.still_wanted(&n).await? {
+        if let Some(outcome) = self.hold_back(&n).await? {
             let now = self.clock.now();
             return self
                 .store
-                .finish_send(id, &self.worker, &SendResult::Cancelled { reason }, now)
+                .finish_send(id, &self.worker, &outcome, now)
                 .await;
         }
+        let now = self.clock.now();
         if !self
             .store
-            .start_send(id, &self.worker, self.clock.now())
+            .start_send(id, &self.worker, now, now + Self::LEASE)
             .await?
         {
             // The lease was lost: another worker has this message now.
@@ -213,6 +249,7 @@ impl Outbox {
                 provider_id: Some(sid),
                 segments,
                 cost_micro_eur: cost(segments),
+                kept_body: super::redact(&n.message.body),
             },
             SmsOutcome::RetryLater { reason } => self.retry(n, reason),
             SmsOutcome::Ambiguous { reason } => {
@@ -240,6 +277,7 @@ impl Outbox {
                 provider_id: None,
                 segments: 0,
                 cost_micro_eur: 0,
+                kept_body: super::redact(&n.message.body),
             },
             MailOutcome::RetryLater { reason } => self.retry(n, reason),
             MailOutcome::Rejected { reason } => SendResult::Failed { error: reason },

@@ -218,17 +218,24 @@ impl DevOutbox {
     }
 }
 
-/// Logs the SMS (the number masked) and keeps it in the development outbox.
+/// Keeps the SMS in the development outbox and logs it with the number masked — and its text
+/// only when `reveal` (demo mode): outside the demo, texts carry real codes and links.
 pub struct ConsoleSms {
     pub outbox: DevOutbox,
+    pub reveal: bool,
 }
 
 #[async_trait]
 impl SmsSender for ConsoleSms {
     async fn send(&self, sms: &OutgoingSms) -> SmsOutcome {
+        let body = if self.reveal {
+            sms.body.as_str()
+        } else {
+            "(withheld)"
+        };
         tracing::info!(
             to = %crate::domain::mask_phone(&sms.to),
-            body = %sms.body,
+            body,
             "SMS (console: not sent)"
         );
         self.outbox.push(DevMessage {

@@ -484,7 +484,8 @@ pub fn sms_cancel_question(commune: &Commune, appointment: &Appointment) -> Stri
         format!(
             "Vous allez annuler votre RDV du {long} à {time} (mairie {of}). Pour confirmer, répondez OUI."
         ),
-        format!("Annuler votre RDV du {short} à {time} ? Pour confirmer, répondez OUI."),
+        format!("Annuler votre RDV du {short} à {time} (mairie {of}) ? Répondez OUI."),
+        format!("Annuler votre RDV du {short} à {time} ? Répondez OUI."),
     ])
 }
 

@@ -233,6 +233,8 @@ pub enum SendResult {
         provider_id: Option<String>,
         segments: i32,
         cost_micro_eur: i64,
+        /// What is kept of the text: codes and personal links masked.
+        kept_body: String,
     },
     /// Nothing left: try again at `due_at`.
     Retry {
@@ -340,6 +342,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The appointment a personal link (its SHA-256) leads to.
     async fn appointment_by_token(&self, token_hash: &str) -> Result<Option<Appointment>>;
+    /// The appointment of the last confirmation, move notice or reminder sent to a number —
+    /// what a reply to that SMS is about.
+    async fn last_messaged_appointment(&self, phone: &str) -> Result<Option<AppointmentId>>;
     /// The next confirmed, not yet started appointment of a mobile number.
     async fn next_appointment_of_phone(
         &self,
@@ -359,13 +364,14 @@ pub trait Store: Send + Sync + 'static {
     /// Notifications whose worker vanished after it started sending become `unknown`: the
     /// message may have left, so it is not sent again.
     async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64>;
-    /// Records that `worker` is about to hand the message to the provider; false if its lease
-    /// was lost meanwhile (another worker has it now).
+    /// Records that `worker` is about to hand the message to the provider, and renews its
+    /// lease until `lease_until`; false if its claim has lapsed (another worker may have it).
     async fn start_send(
         &self,
         id: NotificationId,
         worker: &str,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
     ) -> Result<bool>;
     async fn finish_send(
         &self,
@@ -684,13 +690,20 @@ mod sql {
     pub const OPEN_SMS_DAY: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING";
     pub const TAKE_SMS_BUDGET: &str = "UPDATE sms_daily_usage SET sent = sent + 1 \
         WHERE commune_id = $1 AND day = $2 AND sent < $3";
-    pub const ABANDON_STALE_SENDS: &str = "UPDATE notifications SET status = 'unknown', updated_at = $1, \
-        last_error = 'the worker stopped while sending' \
+    /// `$1` now. An SMS whose worker vanished after it started sending may have left: it
+    /// becomes `unknown`. An e-mail may be sent again: it goes back to the queue.
+    pub const ABANDON_STALE_SENDS: &str = "UPDATE notifications SET \
+        status = CASE WHEN channel = 'sms' THEN 'unknown' ELSE 'pending' END, \
+        claimed_by = CASE WHEN channel = 'sms' THEN claimed_by ELSE NULL END, \
+        send_started_at = CASE WHEN channel = 'sms' THEN send_started_at ELSE NULL END, \
+        lease_until = NULL, updated_at = $1, last_error = 'the worker stopped while sending' \
         WHERE status = 'sending' AND lease_until < $1 AND send_started_at IS NOT NULL";
-    pub const START_SEND: &str = "UPDATE notifications SET send_started_at = $3, updated_at = $3 \
-        WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    /// Only while the claim lasts, and it renews the lease (`$4`) for the send itself.
+    pub const START_SEND: &str = "UPDATE notifications SET send_started_at = $3, lease_until = $4, \
+        updated_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'sending' AND lease_until > $3";
+    /// `$7` the body with its secrets (code, personal link) masked: sent is sent.
     pub const FINISH_SENT: &str = "UPDATE notifications SET status = 'sent', provider_id = $3, segments = $4, \
-        cost_micro_eur = $5, sent_at = $6, updated_at = $6, lease_until = NULL \
+        cost_micro_eur = $5, sent_at = $6, updated_at = $6, lease_until = NULL, body = $7 \
         WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
     pub const FINISH_RETRY: &str = "UPDATE notifications SET status = 'pending', due_at = $3, last_error = $4, \
         updated_at = $5, lease_until = NULL, claimed_by = NULL, send_started_at = NULL \
@@ -718,7 +731,8 @@ mod sql {
         record_delivery!("provider_id = $2 AND $1 IS NULL");
     pub const SMS_SENT: &str = "SELECT COALESCE(sent_at, created_at), COALESCE(segments, 0), \
         COALESCE(cost_micro_eur, 0) FROM notifications WHERE commune_id = $1 AND channel = 'sms' \
-        AND status IN ('sent', 'unknown') AND created_at >= $2 AND created_at < $3";
+        AND status IN ('sent', 'unknown') AND COALESCE(sent_at, created_at) >= $2 \
+        AND COALESCE(sent_at, created_at) < $3";
 
     pub const PUT_OTP: &str = "INSERT INTO otp_codes (appointment_id, destination, code_hash, expires_at, \
         attempts_left, used_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -741,12 +755,18 @@ mod sql {
         " WHERE phone = $1 AND status = 'confirmed' AND starts_at > $2 ORDER BY starts_at LIMIT 1"
     );
 
+    pub const LAST_MESSAGED_APPOINTMENT: &str = "SELECT appointment_id FROM notifications \
+        WHERE destination = $1 AND channel = 'sms' AND appointment_id IS NOT NULL \
+        AND kind IN ('confirmation', 'moved', 'reminder') AND status IN ('sent', 'unknown') \
+        ORDER BY COALESCE(sent_at, created_at) DESC LIMIT 1";
     pub const INSERT_SETTING: &str =
         "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
     pub const SETTING: &str = "SELECT value FROM settings WHERE name = $1";
 
-    pub const DELETE_OLD_KEY: &str =
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3";
+    /// Keys older than a day go (their answers may hold a personal token); so does a key whose
+    /// first request never finished (the client gave up, the instance died) after a minute.
+    pub const DELETE_OLD_KEYS: &str = "DELETE FROM idempotency_keys WHERE created_at < $1 \
+        OR (scope = $2 AND key = $3 AND status_code IS NULL AND created_at < $4)";
     pub const INSERT_KEY: &str = "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) \
         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
     pub const KEY: &str = "SELECT request_hash, status_code, response FROM idempotency_keys \

@@ -283,6 +283,17 @@ macro_rules! impl_store {
                 row.map(Appointment::try_from).transpose()
             }
 
+            async fn last_messaged_appointment(
+                &self,
+                phone: &str,
+            ) -> Result<Option<AppointmentId>> {
+                sqlx::query_scalar(sql::LAST_MESSAGED_APPOINTMENT)
+                    .bind(phone)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
             async fn next_appointment_of_phone(
                 &self,
                 phone: &str,
@@ -331,12 +342,14 @@ macro_rules! impl_store {
                 id: NotificationId,
                 worker: &str,
                 now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
             ) -> Result<bool> {
                 let _writer = self.writer().await;
                 let done = sqlx::query(sql::START_SEND)
                     .bind(id)
                     .bind(worker)
                     .bind(ts(now))
+                    .bind(ts(lease_until))
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;
@@ -356,13 +369,15 @@ macro_rules! impl_store {
                         provider_id,
                         segments,
                         cost_micro_eur,
+                        kept_body,
                     } => sqlx::query(sql::FINISH_SENT)
                         .bind(id)
                         .bind(worker)
                         .bind(provider_id.clone())
                         .bind(*segments)
                         .bind(*cost_micro_eur)
-                        .bind(ts(now)),
+                        .bind(ts(now))
+                        .bind(kept_body.clone()),
                     SendResult::Retry { due_at, error } => sqlx::query(sql::FINISH_RETRY)
                         .bind(id)
                         .bind(worker)
@@ -397,7 +412,10 @@ macro_rules! impl_store {
                         .bind(Some(*cost_micro_eur))
                         .bind(ts(now)),
                 };
-                query.execute(&self.pool).await.map_err(map_err)?;
+                let done = query.execute(&self.pool).await.map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    tracing::warn!(notification = %id, "the claim lapsed before the outcome was recorded");
+                }
                 Ok(())
             }
 
@@ -513,10 +531,11 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
             ) -> Result<IdempotencyState> {
                 let _writer = self.writer().await;
-                sqlx::query(sql::DELETE_OLD_KEY)
+                sqlx::query(sql::DELETE_OLD_KEYS)
+                    .bind(ts(now - chrono::Duration::hours(24)))
                     .bind(scope)
                     .bind(key)
-                    .bind(ts(now - chrono::Duration::hours(24)))
+                    .bind(ts(now - chrono::Duration::minutes(1)))
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;

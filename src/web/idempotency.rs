@@ -86,29 +86,38 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             response
         }
         Ok(IdempotencyState::Started) => {
-            let response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            let (parts, body) = response.into_parts();
-            let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
-                let _ = store.forget_idempotent(&scope, &key).await;
+            // The request and the recording of its answer run to their end even if the client
+            // goes away (the phone on the bus lost its signal): its retry finds the answer.
+            let store = store.clone();
+            let running = tokio::spawn(async move {
+                let response = next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+                let (parts, body) = response.into_parts();
+                let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+                    let _ = store.forget_idempotent(&scope, &key).await;
+                    return None;
+                };
+                let outcome = if parts.status.is_server_error() {
+                    store.forget_idempotent(&scope, &key).await
+                } else {
+                    store
+                        .finish_idempotent(
+                            &scope,
+                            &key,
+                            parts.status.as_u16(),
+                            &String::from_utf8_lossy(&bytes),
+                        )
+                        .await
+                };
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, "cannot record an idempotent answer");
+                }
+                Some((parts, bytes))
+            });
+            let Ok(Some((parts, bytes))) = running.await else {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             };
-            let outcome = if parts.status.is_server_error() {
-                store.forget_idempotent(&scope, &key).await
-            } else {
-                store
-                    .finish_idempotent(
-                        &scope,
-                        &key,
-                        parts.status.as_u16(),
-                        &String::from_utf8_lossy(&bytes),
-                    )
-                    .await
-            };
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "cannot record an idempotent answer");
-            }
             Response::from_parts(parts, Body::from(bytes))
         }
     }

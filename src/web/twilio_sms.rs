@@ -193,7 +193,7 @@ async fn reply(
     let engine = &state.engine;
     let now = engine.now();
     Ok(match command {
-        Command::Cancel => match store.next_appointment_of_phone(from.as_str(), now).await? {
+        Command::Cancel => match about(state, from).await? {
             Some(appointment) => {
                 store
                     .set_sms_conversation(
@@ -233,6 +233,24 @@ async fn reply(
         }
         Command::Other => (templates::sms_help(), None),
     })
+}
+
+/// The appointment a reply is about: the one of the last message sent to the number if it is
+/// still ahead, otherwise the number's next appointment.
+async fn about(
+    state: &AppState,
+    from: &PhoneE164,
+) -> anyhow::Result<Option<crate::domain::Appointment>> {
+    let store = state.store();
+    let now = state.engine.now();
+    if let Some(id) = store.last_messaged_appointment(from.as_str()).await?
+        && let Some(appointment) = store.appointment(id).await?
+        && appointment.status == crate::domain::Status::Confirmed
+        && appointment.starts_at > now
+    {
+        return Ok(Some(appointment));
+    }
+    Ok(store.next_appointment_of_phone(from.as_str(), now).await?)
 }
 
 /// Replies cost like any SMS: they are counted with the commune's messages.

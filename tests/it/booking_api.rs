@@ -96,6 +96,20 @@ async fn book_confirm_read_move_cancel(db: TestDb) {
             .starts_with(&format!("{PUBLIC_URL}/twilio/sms/status?n="))
     );
 
+    // Once sent, the stored message no longer holds the code.
+    let id_uuid: uuid::Uuid = id.parse().unwrap();
+    let stored = s.w.store().notifications_of(id_uuid).await.unwrap();
+    let code_message = stored
+        .iter()
+        .find(|n| n.message.kind == NotificationKind::Code)
+        .unwrap();
+    assert_eq!(code_message.status, NotificationStatus::Sent);
+    assert!(
+        !code_message.message.body.contains(&code),
+        "{}",
+        code_message.message.body
+    );
+    assert!(code_message.message.body.contains("******"));
     // A wrong code costs a try; the right one confirms and gives the personal link.
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let (status, body) = s.confirm(id, wrong).await;

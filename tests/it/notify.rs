@@ -330,7 +330,7 @@ async fn workers_dying_mid_way(db: TestDb) {
     assert_eq!(claims.len(), 2);
     assert!(
         store
-            .start_send(started.id, "dead-worker", now)
+            .start_send(started.id, "dead-worker", now, lease)
             .await
             .unwrap()
     );
@@ -349,7 +349,12 @@ async fn workers_dying_mid_way(db: TestDb) {
     // The dead worker comes back: its lease is gone, it cannot send.
     assert!(
         !store
-            .start_send(claimed_only.id, "dead-worker", w.engine.now())
+            .start_send(
+                claimed_only.id,
+                "dead-worker",
+                w.engine.now(),
+                w.engine.now()
+            )
             .await
             .unwrap()
     );
@@ -673,4 +678,58 @@ async fn reminders_go_out_once_on_time_and_only_for_live_appointments() {
             .iter()
             .all(|n| n.message.kind != NotificationKind::Reminder)
     );
+}
+
+/// A reminder that comes due at night (a retry, a worker down overnight) waits for the morning;
+/// one that can only go at night before the appointment is dropped.
+#[tokio::test]
+async fn late_reminders_wait_for_the_morning() {
+    let w = World::new(TestDb::sqlite().await).await;
+    let twilio = FakeTwilio::start().await;
+    let app = TestApp::spawn_with(
+        &w.db,
+        w.clock.clone(),
+        TestAppOptions {
+            twilio: Some(twilio.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut request = w.request(w.titres, paris("2026-12-03", 9, 0), 1);
+    request.channel = Channel::Agent;
+    let booked = app
+        .app
+        .engine()
+        .book(&request, BookingMode::Confirmed)
+        .await
+        .unwrap();
+    app.deliver().await;
+    let sent_before = twilio.sent().len();
+    // The worker was down: it comes back at 23:00 on Tuesday, the reminder long due.
+    w.clock.set(paris("2026-12-01", 23, 0));
+    app.deliver().await;
+    assert_eq!(twilio.sent().len(), sent_before, "nothing at night");
+    let reminder = w
+        .store()
+        .notifications_of(booked.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.message.kind == NotificationKind::Reminder)
+        .unwrap();
+    assert_eq!(reminder.status, NotificationStatus::Pending);
+    assert_eq!(reminder.message.due_at, paris("2026-12-02", 8, 0));
+    w.clock.set(paris("2026-12-02", 8, 0));
+    app.deliver().await;
+    assert_eq!(twilio.sent().len(), sent_before + 1);
+    // What is kept of sent messages has no code and no personal link.
+    for n in w.store().notifications_of(booked.id).await.unwrap() {
+        if n.status == NotificationStatus::Sent {
+            assert!(
+                !n.message.body.contains("/r/") || n.message.body.contains("/r/…"),
+                "{}",
+                n.message.body
+            );
+        }
+    }
 }
