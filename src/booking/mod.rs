@@ -627,8 +627,7 @@ impl Engine {
         self.notifier
             .code(
                 tx,
-                commune,
-                service,
+                (commune, service),
                 appointment,
                 &destination,
                 code.as_str(),

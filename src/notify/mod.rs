@@ -140,26 +140,23 @@ impl Notifier {
         Ok(())
     }
 
-    /// The one-time code, to one destination, now. Not de-duplicated: each send is a new code
-    /// (the engine limits how many).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn code(
-        &self,
-        tx: &mut dyn StoreTx,
-        commune: &Commune,
-        service: &Service,
+    /// A message to one destination, now, not de-duplicated: the SMS text or the e-mail,
+    /// whichever the destination takes.
+    fn direct(
         appointment: &Appointment,
+        kind: NotificationKind,
         destination: &CodeDestination,
-        code: &str,
+        sms: impl FnOnce() -> String,
+        email: impl FnOnce() -> Email,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> NewNotification {
         let base = NewNotification {
             id: Uuid::new_v4(),
-            commune_id: Some(commune.id),
+            commune_id: Some(appointment.commune_id),
             appointment_id: Some(appointment.id),
-            kind: NotificationKind::Code,
-            channel: MessageChannel::Sms,
-            destination: String::new(),
+            kind,
+            channel: destination.channel(),
+            destination: destination.key(),
             dedupe_key: None,
             subject: None,
             body: String::new(),
@@ -167,24 +164,43 @@ impl Notifier {
             ics: None,
             due_at: now,
         };
-        let message = match destination {
-            CodeDestination::Sms(phone) => NewNotification {
-                destination: phone.as_str().to_owned(),
-                body: templates::code_sms(commune, code),
+        match destination {
+            CodeDestination::Sms(_) => NewNotification {
+                body: sms(),
                 ..base
             },
-            CodeDestination::Email(address) => {
-                let mail = templates::code_email(commune, service, code);
+            CodeDestination::Email(_) => {
+                let mail = email();
                 NewNotification {
-                    channel: MessageChannel::Email,
-                    destination: address.dedup_key(),
                     subject: Some(mail.subject),
                     body: mail.text,
                     html: Some(mail.html),
                     ..base
                 }
             }
-        };
+        }
+    }
+
+    /// The one-time code, to one destination, now. Not de-duplicated: each send is a new code
+    /// (the engine limits how many).
+    pub async fn code(
+        &self,
+        tx: &mut dyn StoreTx,
+        subject: (&Commune, &Service),
+        appointment: &Appointment,
+        destination: &CodeDestination,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (commune, service) = subject;
+        let message = Self::direct(
+            appointment,
+            NotificationKind::Code,
+            destination,
+            || templates::code_sms(commune, code),
+            || templates::code_email(commune, service, code),
+            now,
+        );
         tx.enqueue(&message, now).await?;
         Ok(())
     }
@@ -355,34 +371,14 @@ impl Notifier {
         destination: &CodeDestination,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut message = NewNotification {
-            id: Uuid::new_v4(),
-            commune_id: Some(existing.commune_id),
-            appointment_id: Some(existing.id),
-            kind: NotificationKind::DuplicateNotice,
-            channel: MessageChannel::Sms,
-            destination: String::new(),
-            dedupe_key: None,
-            subject: None,
-            body: String::new(),
-            html: None,
-            ics: None,
-            due_at: now,
-        };
-        match destination {
-            CodeDestination::Sms(phone) => {
-                message.destination = phone.as_str().to_owned();
-                message.body = templates::duplicate_notice_sms(place);
-            }
-            CodeDestination::Email(address) => {
-                let mail = templates::duplicate_notice_email(place);
-                message.channel = MessageChannel::Email;
-                message.destination = address.as_str().to_owned();
-                message.subject = Some(mail.subject);
-                message.body = mail.text;
-                message.html = Some(mail.html);
-            }
-        }
+        let message = Self::direct(
+            existing,
+            NotificationKind::DuplicateNotice,
+            destination,
+            || templates::duplicate_notice_sms(place),
+            || templates::duplicate_notice_email(place),
+            now,
+        );
         tx.enqueue(&message, now).await?;
         Ok(())
     }
