@@ -238,10 +238,6 @@ impl Engine {
         self.clock.now()
     }
 
-    pub fn hold_duration(&self) -> Duration {
-        self.hold_duration
-    }
-
     /// Runs `op` again while it fails with a transient conflict, with a short growing pause.
     async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
@@ -678,7 +674,7 @@ impl Engine {
     ) -> Result<()> {
         let now = self.clock.now();
         let existing = self.appointment(existing_id).await?;
-        let commune = self.commune_of(&existing).await?;
+        let commune = self.config(existing.commune_id).await?.commune.clone();
         let Ok(destination) = code_destination(&existing.citizen, &commune) else {
             return Ok(());
         };
@@ -773,13 +769,6 @@ impl Engine {
             .await?
             .ok_or(BookingError::AppointmentNotFound)?;
         Ok((tx, appointment))
-    }
-
-    async fn commune_of(&self, appointment: &Appointment) -> Result<Commune> {
-        self.store
-            .commune(appointment.commune_id)
-            .await?
-            .ok_or(BookingError::CommuneNotFound)
     }
 
     /// Confirms a held appointment without a code (the channel proved the citizen otherwise).
@@ -1090,7 +1079,7 @@ impl Engine {
     async fn mark_once(&self, id: AppointmentId, attendance: Attendance) -> Result<Appointment> {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
-        let commune = self.commune_of(&before).await?;
+        let commune = self.config(before.commune_id).await?.commune.clone();
         let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         let target = match attendance {
             Attendance::Honoured => Status::Honoured,

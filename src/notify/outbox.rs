@@ -66,10 +66,6 @@ impl Outbox {
         }
     }
 
-    pub fn worker_id(&self) -> &str {
-        &self.worker
-    }
-
     /// Sends one batch of what is due; returns how many notifications it handled.
     pub async fn run_once(&self) -> crate::store::Result<usize> {
         let now = self.clock.now();

@@ -18,16 +18,7 @@ struct Setup {
 
 async fn setup(db: TestDb) -> Setup {
     let w = World::new(db).await;
-    let twilio = FakeTwilio::start().await;
-    let app = TestApp::spawn_with(
-        &w.db,
-        w.clock.clone(),
-        TestAppOptions {
-            twilio: Some(twilio.clone()),
-            ..TestAppOptions::default()
-        },
-    )
-    .await;
+    let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     Setup { w, app, twilio }
 }
 

@@ -479,6 +479,19 @@ impl TestApp {
         }
     }
 
+    /// A test app whose SMS go to a fresh local Twilio-compatible server.
+    pub async fn with_twilio(
+        db: &TestDb,
+        clock: ManualClock,
+    ) -> (TestApp, crate::fake_twilio::FakeTwilio) {
+        let twilio = crate::fake_twilio::FakeTwilio::start().await;
+        let options = TestAppOptions {
+            twilio: Some(twilio.clone()),
+            ..TestAppOptions::default()
+        };
+        (Self::spawn_with(db, clock, options).await, twilio)
+    }
+
     /// Sends everything due now; returns how many notifications were handled.
     pub async fn deliver(&self) -> usize {
         self.app.outbox().run_until_idle().await.unwrap()

@@ -307,16 +307,7 @@ crate::both_backends!(two_workers_exactly_once, two_workers_send_each_message_on
 /// once. A worker that died after it started sending: the message is `unknown`, not resent.
 async fn workers_dying_mid_way(db: TestDb) {
     let w = World::new(db).await;
-    let twilio = FakeTwilio::start().await;
-    let app = TestApp::spawn_with(
-        &w.db,
-        w.clock.clone(),
-        TestAppOptions {
-            twilio: Some(twilio.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     let now = w.engine.now();
     let claimed_only = message(w.commune, MOBILE, "claimed, never sent".into(), now);
     let started = message(w.commune, "+33639980002", "sending started".into(), now);
@@ -367,16 +358,7 @@ crate::both_backends!(dying_workers, workers_dying_mid_way);
 #[tokio::test]
 async fn provider_errors_are_retried_or_left_unknown() {
     let w = World::new(TestDb::sqlite().await).await;
-    let twilio = FakeTwilio::start().await;
-    let app = TestApp::spawn_with(
-        &w.db,
-        w.clock.clone(),
-        TestAppOptions {
-            twilio: Some(twilio.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     let now = w.engine.now();
     // 429: nothing left; tried again after the back-off.
     let throttled = message(w.commune, MOBILE, "throttled".into(), now);
@@ -574,16 +556,7 @@ async fn confirmations_by_email_over_smtp() {
 #[tokio::test]
 async fn reminders_go_out_once_on_time_and_only_for_live_appointments() {
     let w = World::new(TestDb::sqlite().await).await;
-    let twilio = FakeTwilio::start().await;
-    let app = TestApp::spawn_with(
-        &w.db,
-        w.clock.clone(),
-        TestAppOptions {
-            twilio: Some(twilio.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     let engine = app.app.engine();
     let book = |n: u32, h: u32| {
         let mut request = w.request(w.titres, paris("2026-12-03", h, 0), n);
@@ -685,16 +658,7 @@ async fn reminders_go_out_once_on_time_and_only_for_live_appointments() {
 #[tokio::test]
 async fn late_reminders_wait_for_the_morning() {
     let w = World::new(TestDb::sqlite().await).await;
-    let twilio = FakeTwilio::start().await;
-    let app = TestApp::spawn_with(
-        &w.db,
-        w.clock.clone(),
-        TestAppOptions {
-            twilio: Some(twilio.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     let mut request = w.request(w.titres, paris("2026-12-03", 9, 0), 1);
     request.channel = Channel::Agent;
     let booked = app
