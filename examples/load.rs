@@ -365,6 +365,9 @@ async fn main() {
         twilio_api_base: sms_base,
         twilio_from: Some("+33465710000".into()),
         secret_key: Some("load-test".to_owned().into()),
+        // Every simulated citizen comes from 127.0.0.1.
+        holds_per_ip_per_hour: 0,
+        codes_per_ip_per_hour: 0,
         ..Config::default()
     };
     let app = App::new(

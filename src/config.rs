@@ -45,6 +45,13 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// Whether this instance sends notifications (every instance may: claims never collide).
     pub outbox_worker: bool,
+    /// Slots one address (IP) may hold per hour, on the web and through the API; 0: no limit.
+    pub holds_per_ip_per_hour: u32,
+    /// Codes and links one address may have sent per hour; 0: no limit. Each destination has
+    /// its own limit besides, kept in the database (three in ten minutes).
+    pub codes_per_ip_per_hour: u32,
+    /// Behind a reverse proxy: the client's address is the last one of `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -81,6 +88,11 @@ impl Default for Config {
             sms_price_eur: 0.07,
             admin_token: None,
             outbox_worker: true,
+            // A family, a school secretary or a town-hall counter's public Wi-Fi share one
+            // address: generous, but a script cannot drain the SMS budget.
+            holds_per_ip_per_hour: 60,
+            codes_per_ip_per_hour: 30,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -173,6 +185,9 @@ const KNOWN: &[&str] = &[
     "sms_price_eur",
     "admin_token",
     "outbox_worker",
+    "holds_per_ip_per_hour",
+    "codes_per_ip_per_hour",
+    "trust_forwarded_for",
 ];
 
 /// `postgres://guichet:s3cret@db/guichet` → `postgres://guichet:***@db/guichet`; a
@@ -236,6 +251,9 @@ impl fmt::Debug for Config {
             .field("sms_price_eur", &self.sms_price_eur)
             .field("admin_token", &secret(&self.admin_token))
             .field("outbox_worker", &self.outbox_worker)
+            .field("holds_per_ip_per_hour", &self.holds_per_ip_per_hour)
+            .field("codes_per_ip_per_hour", &self.codes_per_ip_per_hour)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
             .finish()
     }
 }

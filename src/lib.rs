@@ -62,6 +62,10 @@ impl App {
         Self {
             state: AppState {
                 engine,
+                limits: web::security::Limits::new(
+                    config.holds_per_ip_per_hour,
+                    config.codes_per_ip_per_hour,
+                ),
                 config: Arc::new(config),
                 metrics: telemetry::metrics_handle(),
                 demo,
@@ -152,7 +156,11 @@ impl App {
         let worker = self
             .run_worker
             .then(|| tokio::spawn(self.outbox().run(stop_worker.clone())));
-        let served = axum::serve(listener, self.router())
+        // The peer's address feeds the per-address limits on holds and code sends.
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         stop_worker.cancel();

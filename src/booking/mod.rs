@@ -16,6 +16,7 @@
 //! - transient conflicts (lock timeouts, PostgreSQL serialization failures or deadlocks) are
 //!   retried a few times; nothing is half-written in between.
 
+mod citizen;
 mod error;
 
 pub use error::BookingError;
@@ -57,6 +58,9 @@ pub struct BookingRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BookingMode {
     Hold,
+    /// Held on the web the moment the slot is chosen, before the citizen has typed who they
+    /// are: no contact yet; [`Engine::provide_details`] adds it and sends the code.
+    HoldForDetails,
     Confirmed,
 }
 
@@ -443,7 +447,7 @@ impl Engine {
     ) -> Result<(Appointment, Option<CodeDestination>)> {
         let now = self.clock.now();
         let ctx = self.context_at(req.commune, req.service, req.start).await?;
-        validate_request(req, &ctx)?;
+        validate_request(req, &ctx, mode)?;
         let destination = if with_code {
             Some(code_destination(&req.citizen, &ctx.commune)?)
         } else {
@@ -468,7 +472,9 @@ impl Engine {
             return Err(BookingError::SlotTaken);
         };
         let (status, hold_expires_at, confirmed_at) = match mode {
-            BookingMode::Hold => (Status::Held, Some(now + self.hold_duration), None),
+            BookingMode::Hold | BookingMode::HoldForDetails => {
+                (Status::Held, Some(now + self.hold_duration), None)
+            }
             BookingMode::Confirmed => (Status::Confirmed, None, Some(now)),
         };
         let appointment = Appointment {
@@ -548,7 +554,7 @@ impl Engine {
         tx.commit().await?;
         self.wake.notify_one();
         metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
-            BookingMode::Hold => "hold",
+            BookingMode::Hold | BookingMode::HoldForDetails => "hold",
             BookingMode::Confirmed => "confirmed",
         })
         .increment(1);
@@ -751,6 +757,29 @@ impl Engine {
     /// order, plannings by ascending id, so two transactions never wait for each other in a
     /// circle. Anything else the operation needs is read before: inside the transaction a
     /// second pool connection could be waiting behind this one.
+    /// Before the transaction that takes a lapsed hold's seat again: it is a new booking of
+    /// the same slot, so the slot must still be offered (no closure since, notice respected).
+    async fn check_lapsed_hold(&self, before: &Appointment, now: DateTime<Utc>) -> Result<()> {
+        if before.effective_status(now) != Status::Expired || before.starts_at <= now {
+            return Ok(());
+        }
+        let ctx = self
+            .context_at(before.commune_id, before.service_id, before.starts_at)
+            .await?;
+        let offered = offered(
+            &ctx,
+            now,
+            before.starts_at,
+            before.persons as u32,
+            Some(before.location_id),
+        )
+        .map_err(|_| BookingError::HoldExpired)?;
+        if !offered.iter().any(|(p, _)| *p == before.planning_id) {
+            return Err(BookingError::HoldExpired);
+        }
+        Ok(())
+    }
+
     async fn open(
         &self,
         before: &Appointment,
@@ -799,24 +828,7 @@ impl Engine {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
         let details = self.details(&before).await?;
-        if before.effective_status(now) == Status::Expired && before.starts_at > now {
-            // A lapsed hold is a new booking of the same slot: the slot must still be offered
-            // (no closure since, notice still respected).
-            let ctx = self
-                .context_at(before.commune_id, before.service_id, before.starts_at)
-                .await?;
-            let offered = offered(
-                &ctx,
-                now,
-                before.starts_at,
-                before.persons as u32,
-                Some(before.location_id),
-            )
-            .map_err(|_| BookingError::HoldExpired)?;
-            if !offered.iter().any(|(p, _)| *p == before.planning_id) {
-                return Err(BookingError::HoldExpired);
-            }
-        }
+        self.check_lapsed_hold(&before, now).await?;
         let opted_out = self.sms_opted_out(&before).await?;
         let (mut tx, mut appointment) = self.open(&before, &[]).await?;
         match (appointment.effective_status(now), code) {
@@ -852,26 +864,7 @@ impl Engine {
             if appointment.starts_at <= now {
                 return Err(BookingError::HoldExpired);
             }
-            // Free the lapsed seat (ours included), then take one again if any is left.
-            tx.release_expired_holds(appointment.planning_id, now)
-                .await?;
-            appointment = tx
-                .appointment(id)
-                .await?
-                .ok_or(BookingError::AppointmentNotFound)?;
-            let offered = [(appointment.planning_id, appointment.location_id)];
-            let Some((_, _, seat)) = take_seat(
-                tx.as_mut(),
-                &offered,
-                appointment.starts_at,
-                appointment.ends_at,
-                now,
-            )
-            .await?
-            else {
-                return Err(BookingError::HoldExpired);
-            };
-            appointment.seat = Some(seat);
+            appointment = retake_seat(tx.as_mut(), &appointment, now).await?;
             let exclusive = !details.commune.allow_multiple_per_category;
             if let Some(holder) = claim_identities(
                 tx.as_mut(),
@@ -1147,6 +1140,34 @@ fn offered(
 
 /// Tries each offered (planning, location) in order under its lock; returns the first with a
 /// free seat for `[start, end)`.
+/// Inside the transaction, for a lapsed hold whose slot is still offered: frees the lapsed
+/// seats of its planning (its own included), then takes one again if any is left.
+async fn retake_seat(
+    tx: &mut dyn StoreTx,
+    lapsed: &Appointment,
+    now: DateTime<Utc>,
+) -> Result<Appointment> {
+    tx.release_expired_holds(lapsed.planning_id, now).await?;
+    let mut appointment = tx
+        .appointment(lapsed.id)
+        .await?
+        .ok_or(BookingError::AppointmentNotFound)?;
+    let offered = [(appointment.planning_id, appointment.location_id)];
+    let Some((_, _, seat)) = take_seat(
+        tx,
+        &offered,
+        appointment.starts_at,
+        appointment.ends_at,
+        now,
+    )
+    .await?
+    else {
+        return Err(BookingError::HoldExpired);
+    };
+    appointment.seat = Some(seat);
+    Ok(appointment)
+}
+
 async fn take_seat(
     tx: &mut dyn StoreTx,
     offered: &[(PlanningId, LocationId)],
@@ -1263,7 +1284,7 @@ pub fn code_destination(citizen: &Citizen, commune: &Commune) -> Result<CodeDest
 }
 
 /// Checks what can be checked before any transaction: persons, channel, contact, ANTS numbers.
-fn validate_request(req: &BookingRequest, ctx: &SlotContext) -> Result<()> {
+fn validate_request(req: &BookingRequest, ctx: &SlotContext, mode: BookingMode) -> Result<()> {
     let service = &ctx.service;
     if req.persons < 1 || i64::from(req.persons) > i64::from(service.max_persons) {
         return Err(BookingError::InvalidPersons {
@@ -1278,8 +1299,21 @@ fn validate_request(req: &BookingRequest, ctx: &SlotContext) -> Result<()> {
     {
         return Err(BookingError::LocationNotFound);
     }
-    let citizen = &req.citizen;
-    match req.channel {
+    if mode == BookingMode::HoldForDetails {
+        return Ok(());
+    }
+    validate_citizen(&req.citizen, req.channel, service, req.persons)
+}
+
+/// The citizen's details against the channel and the service: a contact where the channel
+/// needs one, ANTS numbers only for CNI/passport, at most one per person, never twice.
+fn validate_citizen(
+    citizen: &Citizen,
+    channel: Channel,
+    service: &Service,
+    persons: u32,
+) -> Result<()> {
+    match channel {
         Channel::Web if citizen.phone.is_none() && citizen.email.is_none() => {
             return Err(BookingError::ContactRequired);
         }
@@ -1291,10 +1325,8 @@ fn validate_request(req: &BookingRequest, ctx: &SlotContext) -> Result<()> {
         if service.category != Category::Titres {
             return Err(BookingError::AntsNotExpected);
         }
-        if ids.len() > req.persons as usize {
-            return Err(BookingError::TooManyAntsIds {
-                persons: req.persons,
-            });
+        if ids.len() > persons as usize {
+            return Err(BookingError::TooManyAntsIds { persons });
         }
         let mut sorted = ids.clone();
         sorted.sort();

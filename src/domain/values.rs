@@ -261,6 +261,7 @@ impl Slug {
         "healthz",
         "metrics",
         "readyz",
+        "r",
         "rdv",
         "robots.txt",
         "static",
@@ -367,6 +368,7 @@ named_enum!(
         Moved = "moved",
         DuplicateNotice = "duplicate_notice",
         SmsReply = "sms_reply",
+        Link = "link",
     }
 );
 

@@ -383,6 +383,28 @@ impl Notifier {
         Ok(())
     }
 
+    /// A fresh personal link to one destination, now (the citizen asked for it).
+    pub async fn link(
+        &self,
+        tx: &mut dyn StoreTx,
+        subject: &Subject<'_>,
+        destination: &CodeDestination,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let link = self.manage_url(token);
+        let message = Self::direct(
+            subject.appointment,
+            NotificationKind::Link,
+            destination,
+            || templates::link_sms(subject, &link),
+            || templates::link_email(subject, &link),
+            now,
+        );
+        tx.enqueue(&message, now).await?;
+        Ok(())
+    }
+
     async fn forget_pending(
         &self,
         tx: &mut dyn StoreTx,

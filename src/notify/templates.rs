@@ -257,6 +257,40 @@ pub fn confirmation_email(s: &Subject<'_>, link: &str) -> Email {
     )
 }
 
+// --- A fresh personal link ("find my appointment") ---------------------------------------
+
+pub fn link_sms(s: &Subject<'_>, link: &str) -> String {
+    let at = local(s.commune, s.appointment.starts_at);
+    let (long, short, time) = (long_date(at), short_date(at), short_time(at));
+    let commune = &s.commune.name;
+    sms([
+        format!("{commune} : votre RDV du {long} à {time}. Voir, déplacer ou annuler : {link}"),
+        format!("Votre RDV du {long} à {time}. Voir, déplacer ou annuler : {link}"),
+        format!("Votre RDV du {short} à {time} : {link}"),
+    ])
+}
+
+pub fn link_email(s: &Subject<'_>, link: &str) -> Email {
+    let mut paragraphs = vec![
+        "Vous avez demandé le lien de votre rendez-vous. Le voici :".to_owned(),
+        link.to_owned(),
+    ];
+    paragraphs.extend(details(s));
+    paragraphs.push(
+        "Si vous n'avez rien demandé, ignorez ce message : le lien ne sert qu'à la personne qui le reçoit."
+            .to_owned(),
+    );
+    email(
+        format!(
+            "Votre lien de rendez-vous : {}",
+            written_date_time(local(s.commune, s.appointment.starts_at))
+        ),
+        &format!("Mairie {} : votre rendez-vous", de(&s.commune.name)),
+        &paragraphs,
+        None,
+    )
+}
+
 // --- Reminder -------------------------------------------------------------------------------
 
 pub fn reminder_sms(s: &Subject<'_>, link: &str) -> String {

@@ -351,6 +351,15 @@ pub trait Store: Send + Sync + 'static {
         phone: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Appointment>>;
+    /// The confirmed, not yet started appointments booked with a mobile number or an e-mail
+    /// (compared without case), soonest first, at most `limit`.
+    async fn upcoming_appointments_of(
+        &self,
+        phone: Option<&str>,
+        email: Option<&str>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Appointment>>;
 
     /// Claims up to `limit` due notifications for `worker` until `lease_until`: pending ones
     /// whose time has come, and ones whose worker vanished before it started sending.
@@ -391,6 +400,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn notification(&self, id: NotificationId) -> Result<Option<Notification>>;
     async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>>;
+    /// When the last one-time code for an appointment was written (to pace "send a new code").
+    async fn last_code_sent_at(&self, appointment: AppointmentId) -> Result<Option<DateTime<Utc>>>;
     /// Records a message sent outside the outbox (an SMS reply in TwiML), for accounting.
     async fn record_sent_message(
         &self,
@@ -753,6 +764,14 @@ mod sql {
     pub const NEXT_APPOINTMENT_OF_PHONE: &str = concat!(
         appointment_columns!(),
         " WHERE phone = $1 AND status = 'confirmed' AND starts_at > $2 ORDER BY starts_at LIMIT 1"
+    );
+
+    pub const LAST_CODE_SENT_AT: &str = "SELECT created_at FROM notifications \
+        WHERE appointment_id = $1 AND kind = 'code' ORDER BY created_at DESC LIMIT 1";
+    pub const UPCOMING_APPOINTMENTS_OF: &str = concat!(
+        appointment_columns!(),
+        " WHERE (phone = $1 OR lower(email) = lower($2)) AND status = 'confirmed' \
+        AND starts_at > $3 ORDER BY starts_at LIMIT $4"
     );
 
     pub const LAST_MESSAGED_APPOINTMENT: &str = "SELECT appointment_id FROM notifications \

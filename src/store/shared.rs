@@ -308,6 +308,24 @@ macro_rules! impl_store {
                 row.map(Appointment::try_from).transpose()
             }
 
+            async fn upcoming_appointments_of(
+                &self,
+                phone: Option<&str>,
+                email: Option<&str>,
+                now: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<Appointment>> {
+                let rows: Vec<AppointmentRow> = sqlx::query_as(sql::UPCOMING_APPOINTMENTS_OF)
+                    .bind(phone)
+                    .bind(email)
+                    .bind(ts(now))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Appointment::try_from).collect()
+            }
+
             async fn claim_notifications(
                 &self,
                 worker: &str,
@@ -452,6 +470,18 @@ macro_rules! impl_store {
                     .await
                     .map_err(map_err)?;
                 row.map(Notification::try_from).transpose()
+            }
+
+            async fn last_code_sent_at(
+                &self,
+                appointment: AppointmentId,
+            ) -> Result<Option<DateTime<Utc>>> {
+                let row: Option<(DateTime<Utc>,)> = sqlx::query_as(sql::LAST_CODE_SENT_AT)
+                    .bind(appointment)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(|(at,)| at))
             }
 
             async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>> {

@@ -5,6 +5,7 @@
 use super::AppState;
 use super::api::{commune_or_404, local_rfc3339};
 use super::error::{ApiError, ErrorBody};
+use super::security::{Allowance, ClientIp};
 use crate::booking::{BookingError, BookingRequest, Cancellation};
 use crate::domain::otp::{OtpCode, token_hash};
 use crate::domain::{
@@ -207,11 +208,15 @@ fn code_sent(destination: &CodeDestination) -> CodeSentJson {
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn hold(
     State(state): State<AppState>,
+    ip: ClientIp,
     Path(slug): Path<String>,
     json: Result<Json<HoldBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<HeldJson>), ApiError> {
     let commune = commune_or_404(&state, &slug).await?;
     let b = body(json)?;
+    if !state.limits.take(Allowance::Hold, ip.0) || !state.limits.take(Allowance::Send, ip.0) {
+        return Err(ApiError::TOO_MANY_FROM_ADDRESS);
+    }
     let start = parse_start("start", &b.start)?;
     let name = CitizenName::parse(&b.name).map_err(|e| ApiError::bad_parameter("name", e.0))?;
     let phone = non_empty(&b.phone)
@@ -278,9 +283,13 @@ pub async fn hold(
         (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn resend_code(
     State(state): State<AppState>,
+    ip: ClientIp,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<CodeSentJson>), ApiError> {
     let id = parse_id(&id)?;
+    if !state.limits.take(Allowance::Send, ip.0) {
+        return Err(ApiError::TOO_MANY_FROM_ADDRESS);
+    }
     let destination = state.engine.resend_code(id).await?;
     Ok((StatusCode::ACCEPTED, Json(code_sent(&destination))))
 }

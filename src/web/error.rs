@@ -64,6 +64,13 @@ impl ErrorBody {
 }
 
 impl ApiError {
+    /// One address asked for too many holds or codes (see [`super::security::Limits`]).
+    pub const TOO_MANY_FROM_ADDRESS: ApiError = ApiError::Plain {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_requests",
+        message: "Trop de demandes sont venues de votre connexion en peu de temps. Réessayez dans une heure, ou appelez votre mairie.",
+    };
+
     pub fn bad_parameter(field: &str, message: impl Into<String>) -> Self {
         ApiError::BadParameter {
             field: field.to_owned(),

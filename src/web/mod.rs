@@ -8,6 +8,8 @@ mod dev;
 pub mod error;
 mod idempotency;
 mod openapi;
+mod pages;
+pub mod security;
 mod twilio_sms;
 mod usage;
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub demo: bool,
     /// What the console transports "sent" (shown at `/dev/outbox` in demo mode).
     pub dev_outbox: crate::notify::sms::DevOutbox,
+    /// Per-address limits on holds and code sends.
+    pub limits: Arc<security::Limits>,
 }
 
 impl AppState {
@@ -43,6 +47,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let https = state.config.public_url.starts_with("https://");
     let api = Router::new()
         .route("/communes", get(api::communes))
         .route("/communes/{slug}", get(api::commune))
@@ -71,7 +76,11 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/sms/status", post(twilio_sms::status))
         .route("/dev/outbox", get(dev::outbox))
         .route("/dev/outbox.json", get(dev::outbox_json))
+        .merge(pages::routes())
         .layer(middleware::from_fn(crate::telemetry::track_http))
+        .layer(middleware::from_fn(move |request, next| {
+            security::headers(https, request, next)
+        }))
         // A panic in a handler is a bug: log it, answer the JSON 500, keep serving.
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(

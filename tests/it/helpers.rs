@@ -420,6 +420,9 @@ pub struct TestAppOptions {
     /// `guichet demo` behaviour (dev pages, open platform routes).
     pub demo: bool,
     pub admin_token: Option<&'static str>,
+    /// Holds and code sends allowed per address and hour; unlimited when absent (every test
+    /// client comes from 127.0.0.1).
+    pub per_ip_limits: Option<(u32, u32)>,
 }
 
 pub const PUBLIC_URL: &str = "https://rdv.guichet-mairies.fr";
@@ -442,6 +445,8 @@ impl TestApp {
             twilio_auth_token: Some(crate::fake_twilio::AUTH_TOKEN.to_owned().into()),
             admin_token: options.admin_token.map(|t| t.to_owned().into()),
             outbox_worker: false,
+            holds_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.0),
+            codes_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.1),
             ..Config::default()
         };
         if let Some(twilio) = &options.twilio {

@@ -7,6 +7,7 @@ mod demo;
 mod fake_twilio;
 mod helpers;
 mod notify;
+mod pages;
 mod races;
 mod smtp_server;
 mod store;

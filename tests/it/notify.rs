@@ -86,6 +86,7 @@ async fn every_sms_is_one_gsm7_segment() {
                     templates::reminder_sms(&s, &link),
                     templates::cancellation_sms(&s),
                     templates::moved_sms(&s, &link),
+                    templates::link_sms(&s, &link),
                     templates::duplicate_notice_sms(&place),
                     templates::sms_cancel_question(&commune, &appointment),
                     templates::sms_cancelled(&commune, &appointment, &booking_url),
