@@ -3,6 +3,8 @@
 mod api;
 mod booking;
 mod booking_api;
+mod browser;
+mod chrome;
 mod demo;
 mod fake_twilio;
 mod helpers;

@@ -356,8 +356,8 @@ pub struct SlotView {
     /// `start.location` as the form sends it back.
     pub value: String,
     pub time: String,
-    /// What a screen reader says: the day, the time and the place.
-    pub label: String,
+    /// "lundi 30 novembre": read before the time, not shown.
+    pub day: String,
     pub location: Option<String>,
 }
 
@@ -414,22 +414,18 @@ pub(super) fn day_views(commune: &Commune, ctx: &SlotContext, slots: &[FreeSlot]
             .map(|l| l.name.clone())
             .unwrap_or_default();
         let time = local_time(commune, slot.start);
-        let day_name = crate::domain::wording::weekday_name(local.weekday());
-        let label = format!(
-            "{day_name} {} {} à {time}{}",
+        // Said before the time by screen readers, who meet the buttons out of their day.
+        let day_name = format!(
+            "{} {} {}",
+            crate::domain::wording::weekday_name(local.weekday()),
             crate::domain::wording::day_of_month(local.day()),
             crate::domain::wording::month_name(local.month()),
-            if several_places {
-                format!(", {place}")
-            } else {
-                String::new()
-            }
         );
         if let Some(p) = day.parts.last_mut() {
             p.slots.push(SlotView {
                 value: format!("{}.{}", slot.start.timestamp(), slot.location_id),
                 time,
-                label,
+                day: day_name,
                 location: several_places.then_some(place),
             });
         }
