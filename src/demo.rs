@@ -574,6 +574,10 @@ pub async fn banner(app: &App, seeded: bool) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
+        "  Prendre rendez-vous comme un usager : {base}/   (annecy : {base}/annecy)"
+    )?;
+    writeln!(
+        out,
         "  Santé : {base}/healthz   {base}/readyz   {base}/metrics"
     )?;
     writeln!(
@@ -584,8 +588,9 @@ pub async fn banner(app: &App, seeded: bool) -> anyhow::Result<String> {
         let services = state.store().services(commune.id).await?;
         writeln!(
             out,
-            "\n  {} — numéro d'appel {}",
+            "\n  {} — {base}/{} — numéro d'appel {}",
             commune.name,
+            commune.slug,
             commune.phone_numbers.join(", ")
         )?;
         for service in services {
