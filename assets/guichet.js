@@ -6,19 +6,18 @@ document.addEventListener("DOMContentLoaded", function () {
     button.hidden = false;
     button.addEventListener("click", function () { window.print(); });
   });
-  // "New code": wait before asking again (the server refuses earlier anyway).
-  document.querySelectorAll("[data-wait]").forEach(function (button) {
-    var left = parseInt(button.getAttribute("data-wait"), 10) || 0;
-    if (left <= 0) return;
-    var label = button.textContent;
-    button.disabled = true;
-    var tick = function () {
-      if (left <= 0) { button.disabled = false; button.textContent = label; return; }
-      button.textContent = label + " (dans " + left + " s)";
-      left -= 1;
-      window.setTimeout(tick, 1000);
-    };
-    tick();
+  // A second tap on a slow phone must not hold a second slot: one submission per form.
+  document.querySelectorAll("form[method=post]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.getAttribute("data-sent")) { event.preventDefault(); return; }
+      form.setAttribute("data-sent", "1");
+    });
+  });
+  // Back to a page kept in the browser's memory: its forms may be sent again.
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-sent]").forEach(function (form) {
+      form.removeAttribute("data-sent");
+    });
   });
   // Take the reader to the list of errors.
   var summary = document.getElementById("erreurs");

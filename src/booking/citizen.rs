@@ -17,7 +17,7 @@ use crate::domain::{
     MessageChannel, NotificationKind, ServiceId, Status,
 };
 use crate::notify::CodeDestination;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 /// The name an appointment carries while its citizen is still typing their details (agents
 /// may see it in the day view).
@@ -54,8 +54,9 @@ impl Engine {
     }
 
     /// Gives a held appointment its citizen and sends the one-time code; the hold runs again
-    /// from now, so that the citizen has its whole length to type the code. Giving details a
-    /// second time (a typo corrected) replaces the first ones.
+    /// from now (up to twice its length from the first choice), so that the citizen has time
+    /// to type the code. Giving details a second time (a typo corrected) replaces the first
+    /// ones.
     pub async fn provide_details(
         &self,
         id: AppointmentId,
@@ -100,7 +101,11 @@ impl Engine {
         tx.release_claims(id).await?;
         appointment.citizen = citizen.clone();
         appointment.status = Status::Held;
-        appointment.hold_expires_at = Some(now + self.hold_duration);
+        // A full hold to type the code, but no squatting a slot by giving details again and
+        // again: never beyond twice the hold from the first choice (a lapsed hold is still
+        // confirmed if its seat is free).
+        let cap = appointment.created_at + self.hold_duration * 2;
+        appointment.hold_expires_at = Some((now + self.hold_duration).min(cap).max(now));
         touch(&mut appointment, now);
         tx.update_appointment(&appointment).await?;
         let exclusive = !details.commune.allow_multiple_per_category;
@@ -152,19 +157,26 @@ impl Engine {
         if found.is_empty() {
             return Ok(0);
         }
+        // Read before the transaction: it must not wait on the pool while holding a connection.
+        let mut all_details = Vec::with_capacity(found.len());
+        for appointment in &found {
+            all_details.push(self.details(appointment).await?);
+        }
         let mut tx = self.store.begin().await?;
         let key = to.key();
         tx.lock_destination(&key).await?;
         let recent = tx
             .count_sent_to(&key, NotificationKind::Link, now - otp::SEND_WINDOW)
             .await?;
-        if recent >= otp::MAX_SENDS {
+        let today = tx
+            .count_sent_to(&key, NotificationKind::Link, now - Duration::hours(24))
+            .await?;
+        if recent >= otp::MAX_SENDS || today >= otp::MAX_SENDS_PER_DAY {
             tracing::info!(to = %to.masked(), "links asked for too often; none sent");
             return Ok(0);
         }
         let mut sent = 0;
-        for appointment in &found {
-            let details = self.details(appointment).await?;
+        for (appointment, details) in found.iter().zip(&all_details) {
             if to.channel() == MessageChannel::Sms
                 && !tx
                     .take_sms_budget(
@@ -181,7 +193,7 @@ impl Engine {
                 .new_link(tx.as_mut(), appointment.id, now)
                 .await?;
             let booking_url = self.notifier.booking_url(&details.commune);
-            let subject = self.subject(&details, appointment, &booking_url);
+            let subject = self.subject(details, appointment, &booking_url);
             self.notifier
                 .link(tx.as_mut(), &subject, to, &token, now)
                 .await?;

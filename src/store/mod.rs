@@ -400,8 +400,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn notification(&self, id: NotificationId) -> Result<Option<Notification>>;
     async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>>;
-    /// When the last one-time code for an appointment was written (to pace "send a new code").
-    async fn last_code_sent_at(&self, appointment: AppointmentId) -> Result<Option<DateTime<Utc>>>;
     /// Records a message sent outside the outbox (an SMS reply in TwiML), for accounting.
     async fn record_sent_message(
         &self,
@@ -766,8 +764,6 @@ mod sql {
         " WHERE phone = $1 AND status = 'confirmed' AND starts_at > $2 ORDER BY starts_at LIMIT 1"
     );
 
-    pub const LAST_CODE_SENT_AT: &str = "SELECT created_at FROM notifications \
-        WHERE appointment_id = $1 AND kind = 'code' ORDER BY created_at DESC LIMIT 1";
     pub const UPCOMING_APPOINTMENTS_OF: &str = concat!(
         appointment_columns!(),
         " WHERE (phone = $1 OR lower(email) = lower($2)) AND status = 'confirmed' \

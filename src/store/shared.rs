@@ -472,18 +472,6 @@ macro_rules! impl_store {
                 row.map(Notification::try_from).transpose()
             }
 
-            async fn last_code_sent_at(
-                &self,
-                appointment: AppointmentId,
-            ) -> Result<Option<DateTime<Utc>>> {
-                let row: Option<(DateTime<Utc>,)> = sqlx::query_as(sql::LAST_CODE_SENT_AT)
-                    .bind(appointment)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                Ok(row.map(|(at,)| at))
-            }
-
             async fn notifications_of(&self, appointment: AppointmentId) -> Result<Vec<Notification>> {
                 let rows: Vec<NotificationRow> = sqlx::query_as(sql::NOTIFICATIONS_OF)
                     .bind(appointment)

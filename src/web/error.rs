@@ -87,35 +87,7 @@ impl ApiError {
             ApiError::Plain { status, .. } => *status,
             ApiError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Booking(e) => match e {
-                BookingError::CommuneNotFound
-                | BookingError::ServiceNotFound
-                | BookingError::LocationNotFound
-                | BookingError::AppointmentNotFound => StatusCode::NOT_FOUND,
-                BookingError::InvalidPersons { .. }
-                | BookingError::ContactRequired
-                | BookingError::AntsNotExpected
-                | BookingError::TooManyAntsIds { .. }
-                | BookingError::RepeatedAntsId
-                | BookingError::SlotUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
-                BookingError::ChannelNotAllowed(_) => StatusCode::FORBIDDEN,
-                BookingError::SlotTaken
-                | BookingError::Duplicate(_)
-                | BookingError::NotModifiable(_)
-                | BookingError::AlreadyStarted
-                | BookingError::TooEarlyToMark
-                | BookingError::AlreadyConfirmed => StatusCode::CONFLICT,
-                BookingError::WrongCode { .. }
-                | BookingError::CodeExpired
-                | BookingError::CodeBurnt
-                | BookingError::CannotReceiveSms => StatusCode::UNPROCESSABLE_ENTITY,
-                BookingError::TooManyCodes | BookingError::SmsBudgetExhausted => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
-                BookingError::HoldExpired => StatusCode::GONE,
-                BookingError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
-                BookingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Booking(e) => booking_status(e),
         }
     }
 
@@ -153,6 +125,39 @@ impl IntoResponse for ApiError {
             return (status, Json(internal_body())).into_response();
         }
         (status, Json(self.body())).into_response()
+    }
+}
+
+/// The status of a refusal of the engine, for the API and the pages alike.
+pub(crate) fn booking_status(e: &BookingError) -> StatusCode {
+    match e {
+        BookingError::CommuneNotFound
+        | BookingError::ServiceNotFound
+        | BookingError::LocationNotFound
+        | BookingError::AppointmentNotFound => StatusCode::NOT_FOUND,
+        BookingError::InvalidPersons { .. }
+        | BookingError::ContactRequired
+        | BookingError::AntsNotExpected
+        | BookingError::TooManyAntsIds { .. }
+        | BookingError::RepeatedAntsId
+        | BookingError::SlotUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
+        BookingError::ChannelNotAllowed(_) => StatusCode::FORBIDDEN,
+        BookingError::SlotTaken
+        | BookingError::Duplicate(_)
+        | BookingError::NotModifiable(_)
+        | BookingError::AlreadyStarted
+        | BookingError::TooEarlyToMark
+        | BookingError::AlreadyConfirmed => StatusCode::CONFLICT,
+        BookingError::WrongCode { .. }
+        | BookingError::CodeExpired
+        | BookingError::CodeBurnt
+        | BookingError::CannotReceiveSms => StatusCode::UNPROCESSABLE_ENTITY,
+        BookingError::TooManyCodes | BookingError::SmsBudgetExhausted => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        BookingError::HoldExpired => StatusCode::GONE,
+        BookingError::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        BookingError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

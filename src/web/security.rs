@@ -159,6 +159,19 @@ pub enum Allowance {
     Send,
 }
 
+/// The unit a limit applies to: an IPv4 address, or an IPv6 /64 — one subscriber's network,
+/// inside which anyone can pick a new address for every request.
+fn subscriber(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// Keyed limiters keep a cell per address; beyond this many, idle ones are dropped.
 const TRACKED_ADDRESSES: usize = 50_000;
 
@@ -185,7 +198,7 @@ impl Limits {
         if limiter.len() > TRACKED_ADDRESSES {
             limiter.retain_recent();
         }
-        let allowed = limiter.check_key(&ip).is_ok();
+        let allowed = limiter.check_key(&subscriber(ip)).is_ok();
         if !allowed {
             metrics::counter!("guichet_rate_limited_total", "what" => match allowance {
                 Allowance::Hold => "hold",
@@ -210,6 +223,14 @@ mod tests {
         assert!((0..3).all(|_| limits.take(Allowance::Hold, a)));
         assert!(!limits.take(Allowance::Hold, a));
         assert!(limits.take(Allowance::Hold, b));
+        // Every address of one IPv6 /64 shares an allowance.
+        let v6a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(limits.take(Allowance::Hold, v6a));
+        assert!(limits.take(Allowance::Hold, v6b));
+        assert!(limits.take(Allowance::Hold, v6a));
+        assert!(!limits.take(Allowance::Hold, v6b));
+        assert!(limits.take(Allowance::Hold, "2001:db8:1:3::1".parse().unwrap()));
         // 0 means no limit.
         assert!((0..1000).all(|_| limits.take(Allowance::Send, a)));
     }

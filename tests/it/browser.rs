@@ -223,6 +223,7 @@ async fn every_citizen_page_passes_axe_without_serious_violations() {
     tab.fill("#code", &code).await;
     tab.click_and_wait("form[action$='/code'] button").await;
     found.extend(audit(&tab, "personal page").await);
+    let personal = tab.url().await;
     tab.click_and_wait("a[href$='/deplacer']").await;
     found.extend(audit(&tab, "move").await);
     tab.goto(&tab.url().await.replace("/deplacer", "/annuler"))
@@ -232,5 +233,38 @@ async fn every_citizen_page_passes_axe_without_serious_violations() {
     tab.fill("#contact", "06 39 98 00 77").await;
     tab.click_and_wait("main form button[type=submit]").await;
     found.extend(audit(&tab, "link sent").await);
+    tab.goto(&personal.replace("?confirme=1", "/annuler")).await;
+    tab.click_and_wait("main form button.danger").await;
+    found.extend(audit(&tab, "cancelled").await);
+    // A hold that lapsed and was taken meanwhile: the nearest slots are offered.
+    let annex = site.world.annex;
+    tab.goto(&site.url(&format!("/testville/demarche/2/creneaux?location={annex}")))
+        .await;
+    tab.click_and_wait(".slot-grid button").await;
+    let held = site
+        .world
+        .all_appointments()
+        .await
+        .into_iter()
+        .find(|a| a.status == Status::Held)
+        .unwrap();
+    site.world.clock.advance(chrono::Duration::minutes(11));
+    for n in 0..2 {
+        let mut request = site
+            .world
+            .request(site.world.school, held.starts_at, 700 + n);
+        request.location = Some(annex);
+        site.world
+            .engine
+            .book(&request, guichet::booking::BookingMode::Confirmed)
+            .await
+            .unwrap();
+    }
+    tab.fill("#nom", "Durand").await;
+    tab.fill("#prenom", "Paul").await;
+    tab.fill("#email", "paul@exemple.fr").await;
+    tab.click_and_wait("main form button[type=submit]").await;
+    assert!(tab.text().await.contains("n'est plus disponible"));
+    found.extend(audit(&tab, "slot slipped away").await);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }

@@ -154,7 +154,7 @@ async fn book(web: &mut WebClient, twilio: &FakeTwilio, app: &TestApp) -> (Strin
         .await;
     assert_eq!(details.status, 200, "{}", details.html);
     assert!(
-        details.contains("vous est réservé jusqu'à"),
+        details.contains("vous est réservé jusqu"),
         "{}",
         details.html
     );
@@ -195,6 +195,7 @@ async fn books_end_to_end(db: TestDb) {
     let (_, confirmed) = book(&mut web, &twilio, &app).await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.html);
     assert!(confirmed.contains("Votre rendez-vous est confirmé."));
+    assert!(confirmed.html.len() <= 50_000);
     assert!(
         confirmed.contains("Une pièce d&#39;identité."),
         "what to bring"
@@ -510,9 +511,10 @@ async fn a_lapsed_hold_still_free_is_taken_again_when_details_arrive() {
     assert_eq!(a.effective_status(world.clock.now()), Status::Held);
     assert_eq!(
         a.hold_expires_at.unwrap(),
-        world.clock.now() + chrono::Duration::minutes(10),
-        "a full hold again to type the code"
+        a.created_at + chrono::Duration::minutes(20),
+        "held again to type the code, but never beyond twice the hold from the first choice"
     );
+    assert!(a.hold_expires_at.unwrap() > world.clock.now());
 }
 
 #[tokio::test]
@@ -527,13 +529,13 @@ async fn find_my_appointment_sends_links_without_telling_who_has_one() {
     let form = web.get("/rdv/retrouver").await;
     let csrf = form.csrf();
     let known = web
-        .post(
+        .post_and_follow(
             "/rdv/retrouver",
             &[("csrf", &csrf), ("contact", "06 39 98 00 42")],
         )
         .await;
     let unknown = web
-        .post(
+        .post_and_follow(
             "/rdv/retrouver",
             &[("csrf", &csrf), ("contact", "06 39 98 00 43")],
         )
@@ -550,6 +552,11 @@ async fn find_my_appointment_sends_links_without_telling_who_has_one() {
     let sent = twilio.sent_to(MOBILE);
     assert_eq!(sent.len(), before + 1);
     assert!(twilio.sent_to("+33639980043").is_empty());
+    // Reloading the answer sends nothing more.
+    web.get("/rdv/retrouver?envoye=%2B33%206%20**%20**%20**%2042")
+        .await;
+    app.deliver().await;
+    assert_eq!(twilio.sent_to(MOBILE).len(), before + 1);
     let link = sent.last().unwrap().body.clone();
     let token = link.rsplit("/r/").next().unwrap().trim();
     let page = web.get(&format!("/r/{token}")).await;
@@ -625,4 +632,92 @@ async fn pages_are_french_safe_and_light() {
     let a = web.get("/testville").await.title();
     let b = web.get("/testville/demarche/1").await.title();
     assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn cancelling_or_moving_needs_this_browsers_token_too() {
+    let db = TestDb::sqlite().await;
+    let world = World::new(db).await;
+    let (app, twilio) = app(&world).await;
+    let mut web = WebClient::new(&app);
+    let (_, confirmed) = book(&mut web, &twilio, &app).await;
+    let token = attr_after(&confirmed.html, "href=\"/r/")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let victims_csrf = web.get("/rdv/retrouver").await.csrf();
+    let mut stranger = WebClient::new(&app);
+    let page = stranger.get(&format!("/r/{token}/deplacer")).await;
+    let slot = page.first_slot().unwrap();
+    // A forged form carries the victim's token, not the cookie this browser got.
+    let forged = stranger
+        .post(&format!("/r/{token}/annuler"), &[("csrf", &victims_csrf)])
+        .await;
+    assert_eq!(forged.status, 403);
+    let forged = stranger
+        .post(
+            &format!("/r/{token}/deplacer"),
+            &[("csrf", &victims_csrf), ("slot", &slot)],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let all = world.all_appointments().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, Status::Confirmed);
+}
+
+#[tokio::test]
+async fn details_already_used_for_this_service_are_refused_without_saying_where() {
+    let db = TestDb::sqlite().await;
+    let world = World::new(db).await;
+    let (app, twilio) = app(&world).await;
+    let mut owner = WebClient::new(&app);
+    book(&mut owner, &twilio, &app).await;
+    app.deliver().await;
+    let owner_messages = twilio.sent_to(MOBILE).len();
+    // Someone else types the same mobile for another CNI/passport appointment.
+    let mut other = WebClient::new(&app);
+    let slots = other
+        .get("/testville/demarche/1/creneaux?persons=1&location=")
+        .await;
+    let csrf = slots.csrf();
+    let slot = slots.slots().pop().unwrap();
+    let details = other
+        .post_and_follow(
+            "/testville/reserver",
+            &[("csrf", &csrf), ("service", "1"), ("slot", &slot)],
+        )
+        .await;
+    let path = between(&details.html, "<form method=\"post\" action=\"", "\"").unwrap();
+    let refused = other
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("nom", "Autre"),
+                ("prenom", "Personne"),
+                ("mobile", "06 39 98 00 42"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.html);
+    assert!(refused.contains("existe déjà avec ces coordonnées"));
+    app.deliver().await;
+    let to_owner = twilio.sent_to(MOBILE);
+    assert_eq!(
+        to_owner.len(),
+        owner_messages + 1,
+        "the owner is told instead"
+    );
+    assert!(
+        to_owner.last().unwrap().body.contains("deja")
+            || to_owner.last().unwrap().body.contains("déjà")
+    );
+    // No code went anywhere for the refused details.
+    assert_eq!(
+        twilio.sent().iter().filter(|m| m.to == MOBILE).count(),
+        to_owner.len()
+    );
 }

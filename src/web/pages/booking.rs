@@ -12,7 +12,7 @@ use crate::domain::slots::{FreeSlot, SlotFilter};
 use crate::domain::wording::written_date;
 use crate::domain::{
     AntsApplicationId, Appointment, AppointmentId, Category, Citizen, CitizenName, Commune, Email,
-    PhoneE164, Service, Status,
+    MessageChannel, NotificationKind, PhoneE164, Service, Status,
 };
 use crate::notify::CodeDestination;
 use crate::web::AppState;
@@ -672,12 +672,19 @@ pub async fn slots(
         .with_errors(&errors),
         step: 3,
         heading: "Choisissez un créneau".to_owned(),
-        intro: "Le créneau choisi vous est réservé 10 minutes, le temps de donner vos coordonnées et de saisir le code reçu.".to_owned(),
+        intro: format!(
+            "Le créneau choisi vous est réservé {} minutes, le temps de donner vos coordonnées et de saisir le code reçu.",
+            state.config.hold_minutes
+        ),
         errors,
         service_name: ctx.service.name.clone(),
         persons_text: persons_text(chosen.persons as i32),
         location_text: location_text(&ctx, chosen.location),
-        change_url: if has_choices { options_url } else { format!("/{}", commune.slug) },
+        change_url: if has_choices {
+            options_url
+        } else {
+            format!("/{}", commune.slug)
+        },
         range_text: window.range_text,
         earlier: url(window.earlier),
         later: url(window.later),
@@ -806,17 +813,15 @@ fn details_fields(
     let contact = vec![
         Field::text("mobile", "Numéro de mobile")
             .kind("tel")
-            .hint("Par exemple 06 12 34 56 78.")
+            .hint("Par exemple 06 12 34 56 78. Obligatoire si vous ne donnez pas d'e-mail.")
             .autocomplete("tel")
             .inputmode("tel")
-            .optional()
             .value(&value("mobile")),
         Field::text("email", "Adresse e-mail")
             .kind("email")
-            .hint("Par exemple nom@exemple.fr.")
+            .hint("Par exemple nom@exemple.fr. Obligatoire si vous ne donnez pas de mobile.")
             .autocomplete("email")
             .inputmode("email")
-            .optional()
             .value(&value("email")),
     ];
     let ants_fields = (1..=ants)
@@ -864,11 +869,10 @@ fn render_details(
     let commune = &held.details.commune;
     let (name_fields, contact_fields, ants_fields) =
         details_fields(form, &errors, ants_count(held));
-    let held_until = held
-        .appointment
-        .hold_expires_at
-        .map(|t| local_time(commune, t))
-        .unwrap_or_default();
+    let held_until = match held.appointment.hold_expires_at {
+        Some(t) if t > state.engine.now() => format!("vous est réservé jusqu'à {}", local_time(commune, t)),
+        _ => "n'est plus réservé pour vous, mais il vous sera de nouveau attribué s'il est encore libre quand vous validerez".to_owned(),
+    };
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -900,7 +904,10 @@ pub async fn details(
     // Coming back to correct a typo: the form shows what was typed.
     let citizen = &held.appointment.citizen;
     let mut form = Fields::new();
-    if citizen.phone.is_some() || citizen.email.is_some() {
+    // Only while the hold lives: a lapsed one's page, opened later from a shared computer's
+    // history, must not show who booked.
+    let live = held.appointment.effective_status(state.engine.now()) == Status::Held;
+    if live && (citizen.phone.is_some() || citizen.email.is_some()) {
         let name = citizen.name.as_str();
         let (first, last) = name.split_once(' ').unwrap_or(("", name));
         form.insert("prenom".into(), first.to_owned());
@@ -1027,15 +1034,11 @@ pub async fn details_post(
         .provide_details(held.appointment.id, &citizen)
         .await
     {
-        Ok((appointment, destination)) => Ok(see_other(&format!(
-            "/rdv/{}/code?canal={}",
-            appointment.id,
-            destination.channel()
-        ))),
+        Ok((appointment, _)) => Ok(see_other(&format!("/rdv/{}/code", appointment.id))),
         Err(BookingError::Duplicate(_)) => {
             let errors = vec![FieldError::new(
                 "",
-                "Un rendez-vous pour cette démarche existe déjà avec ces coordonnées. Son lieu et son horaire viennent d'être rappelés au numéro ou à l'adresse utilisés pour le prendre ; pour le changer, utilisez le lien reçu à sa confirmation.",
+                "Un rendez-vous pour cette démarche existe déjà avec ces coordonnées. Son lieu et son horaire sont rappelés au numéro ou à l'adresse utilisés pour le prendre ; pour le changer, utilisez le lien reçu à sa confirmation, ou « Retrouver mon rendez-vous ».",
             )];
             render_details(&state, &csrf, &held, &form, errors)
         }
@@ -1086,8 +1089,9 @@ async fn slipped_away(state: &AppState, csrf: &Csrf, held: &Held) -> Result<Resp
         step: 3,
         heading: heading.to_owned(),
         intro: format!(
-            "Le créneau du {} n'a pas été confirmé à temps et quelqu'un d'autre l'a pris. Voici les créneaux libres les plus proches : choisissez-en un, il vous sera réservé 10 minutes.",
-            when(commune, appointment.starts_at)
+            "Le créneau du {} n'est plus disponible : il n'a pas été confirmé à temps, ou la mairie a changé ses horaires. Voici les créneaux libres les plus proches : choisissez-en un, il vous sera réservé {} minutes.",
+            when(commune, appointment.starts_at),
+            state.config.hold_minutes
         ),
         errors: Vec::new(),
         service_name: ctx.service.name.clone(),
@@ -1163,36 +1167,52 @@ struct CodePage {
 
 #[derive(Deserialize)]
 pub struct CodeQuery {
-    canal: Option<String>,
     renvoye: Option<String>,
 }
 
-/// Where the code went, as the page says it ("par SMS au +33 6 ** ** ** 78").
-fn sent_to(held: &Held, channel: Option<&str>) -> String {
-    let citizen = &held.appointment.citizen;
-    let destination = match (channel, &citizen.email) {
-        (Some("email"), Some(email)) => Some(CodeDestination::Email(email.clone())),
-        _ => crate::booking::code_destination(citizen, &held.details.commune).ok(),
+/// The last code sent for this hold: when, and where it went as the page says it ("par SMS
+/// au +33 6 ** ** ** 78") — read from the outbox, so that a code that fell back to e-mail
+/// (the commune's SMS budget spent) is not announced as an SMS.
+struct LastCode {
+    sent_to: String,
+    /// Seconds before another code may be asked for.
+    wait: i64,
+}
+
+async fn last_code(state: &AppState, held: &Held) -> Result<LastCode, PageError> {
+    let sent = state.store().notifications_of(held.appointment.id).await?;
+    let last = sent
+        .iter()
+        .filter(|n| n.message.kind == NotificationKind::Code)
+        .max_by_key(|n| n.created_at);
+    let Some(last) = last else {
+        return Ok(LastCode {
+            sent_to: "à vos coordonnées".to_owned(),
+            wait: 0,
+        });
     };
-    match destination {
+    let citizen = &held.appointment.citizen;
+    let destination = match (last.message.channel, &citizen.phone, &citizen.email) {
+        (MessageChannel::Sms, Some(phone), _) => Some(CodeDestination::Sms(phone.clone())),
+        (MessageChannel::Email, _, Some(email)) => Some(CodeDestination::Email(email.clone())),
+        _ => None,
+    };
+    let sent_to = match destination {
         Some(d @ CodeDestination::Sms(_)) => format!("par SMS au {}", d.masked()),
         Some(d @ CodeDestination::Email(_)) => format!("par e-mail à {}", d.masked()),
         None => "à vos coordonnées".to_owned(),
-    }
-}
-
-async fn resend_wait(state: &AppState, held: &Held) -> Result<i64, PageError> {
-    let last = state.store().last_code_sent_at(held.appointment.id).await?;
-    Ok(last.map_or(0, |at| {
-        (RESEND_AFTER_SECONDS - (state.engine.now() - at).num_seconds()).max(0)
-    }))
+    };
+    let since = (state.engine.now() - last.created_at).num_seconds();
+    Ok(LastCode {
+        sent_to,
+        wait: (RESEND_AFTER_SECONDS - since).max(0),
+    })
 }
 
 async fn render_code(
     state: &AppState,
     csrf: &Csrf,
     held: &Held,
-    channel: Option<&str>,
     info: String,
     errors: Vec<FieldError>,
 ) -> Result<Response, PageError> {
@@ -1207,16 +1227,17 @@ async fn render_code(
         .inputmode("numeric")
         .with_error_from(&errors);
     let id = held.appointment.id;
+    let last = last_code(state, held).await?;
     let html = render(&CodePage {
         l: Layout::new("Étape 5 sur 5, saisir le code", Some(commune), csrf).with_errors(&errors),
         errors,
         info,
-        sent_to: sent_to(held, channel),
+        sent_to: last.sent_to,
         when: when(commune, held.appointment.starts_at),
         place: held.details.location.name.clone(),
         action: format!("/rdv/{id}/code"),
         resend_action: format!("/rdv/{id}/renvoyer"),
-        resend_wait: resend_wait(state, held).await?,
+        resend_wait: last.wait,
         details_url: format!("/rdv/{id}"),
         code_field,
     })?;
@@ -1242,7 +1263,7 @@ pub async fn code(
     } else {
         String::new()
     };
-    render_code(&state, &csrf, &held, q.canal.as_deref(), info, Vec::new()).await
+    render_code(&state, &csrf, &held, info, Vec::new()).await
 }
 
 pub async fn code_post(
@@ -1257,7 +1278,7 @@ pub async fn code_post(
         Ok(code) => code,
         Err(e) => {
             let errors = vec![FieldError::new("code", e.0)];
-            return render_code(&state, &csrf, &held, None, String::new(), errors).await;
+            return render_code(&state, &csrf, &held, String::new(), errors).await;
         }
     };
     match state
@@ -1279,7 +1300,7 @@ pub async fn code_post(
                 other => other.message(),
             };
             let errors = vec![FieldError::new("code", message)];
-            render_code(&state, &csrf, &held, None, String::new(), errors).await
+            render_code(&state, &csrf, &held, String::new(), errors).await
         }
         Err(BookingError::HoldExpired | BookingError::SlotTaken) => {
             slipped_away(&state, &csrf, &held).await
@@ -1307,7 +1328,7 @@ pub async fn resend(
 ) -> Result<Response, PageError> {
     check_csrf(&csrf, form.get("csrf"))?;
     let held = held(&state, &id).await?;
-    let wait = resend_wait(&state, &held).await?;
+    let wait = last_code(&state, &held).await?.wait;
     if wait > 0 {
         let errors = vec![FieldError::new(
             "",
@@ -1315,22 +1336,21 @@ pub async fn resend(
                 "Attendez encore {wait} secondes avant de demander un nouveau code : le premier est peut-être en route."
             ),
         )];
-        return render_code(&state, &csrf, &held, None, String::new(), errors).await;
+        return render_code(&state, &csrf, &held, String::new(), errors).await;
     }
     if !state.limits.take(Allowance::Send, ip.0) {
         return Err(PageError::TooMany);
     }
     match state.engine.resend_code(held.appointment.id).await {
-        Ok(destination) => Ok(see_other(&format!(
-            "/rdv/{}/code?canal={}&renvoye=1",
-            held.appointment.id,
-            destination.channel()
+        Ok(_) => Ok(see_other(&format!(
+            "/rdv/{}/code?renvoye=1",
+            held.appointment.id
         ))),
         Err(BookingError::HoldExpired) => slipped_away(&state, &csrf, &held).await,
         Err(BookingError::AlreadyConfirmed) => already_confirmed(&state, &csrf, &held),
         Err(e @ (BookingError::TooManyCodes | BookingError::SmsBudgetExhausted)) => {
             let errors = vec![FieldError::new("", e.message())];
-            render_code(&state, &csrf, &held, None, String::new(), errors).await
+            render_code(&state, &csrf, &held, String::new(), errors).await
         }
         Err(e) => Err(e.into()),
     }

@@ -265,12 +265,17 @@ pub async fn move_slots(
 pub async fn move_post(
     State(state): State<AppState>,
     csrf: Csrf,
+    ip: ClientIp,
     Path(token): Path<String>,
     Form(form): Form<Fields>,
 ) -> Result<Response, PageError> {
     check_csrf(&csrf, form.get("csrf"))?;
     let held = by_token(&state, &token).await?;
     let (start, location) = parse_slot(form.get("slot").map_or("", String::as_str))?;
+    // Each move sends a notice: bouncing between two slots must not run up the SMS bill.
+    if !state.limits.take(Allowance::Send, ip.0) {
+        return Err(PageError::TooMany);
+    }
     match state
         .engine
         .move_to(held.appointment.id, start, Some(location))
@@ -335,8 +340,21 @@ fn render_find(
     Ok(page(state, csrf, status, html))
 }
 
-pub async fn find(State(state): State<AppState>, csrf: Csrf) -> Result<Response, PageError> {
-    render_find(&state, &csrf, "", false, Vec::new())
+#[derive(Deserialize)]
+pub struct FindQuery {
+    /// The masked contact links were sent to.
+    envoye: Option<String>,
+}
+
+pub async fn find(
+    State(state): State<AppState>,
+    csrf: Csrf,
+    Query(q): Query<FindQuery>,
+) -> Result<Response, PageError> {
+    match q.envoye {
+        Some(masked) => render_find(&state, &csrf, &masked, true, Vec::new()),
+        None => render_find(&state, &csrf, "", false, Vec::new()),
+    }
 }
 
 pub async fn find_post(
@@ -384,5 +402,9 @@ pub async fn find_post(
     }
     // The same answer whatever was found: the page must not tell who has appointments.
     state.engine.send_links(&destination).await?;
-    render_find(&state, &csrf, &destination.masked(), true, Vec::new())
+    // A reload of the answer must not send again.
+    let masked = destination.masked();
+    let query = serde_urlencoded::to_string([("envoye", masked.as_str())])
+        .map_err(|e| PageError::Render(e.to_string()))?;
+    Ok(see_other(&format!("/rdv/retrouver?{query}")))
 }

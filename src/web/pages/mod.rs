@@ -333,13 +333,8 @@ impl IntoResponse for PageError {
                 )
             }
             PageError::Booking(e) => {
-                let status = match e {
-                    BookingError::CommuneNotFound
-                    | BookingError::ServiceNotFound
-                    | BookingError::LocationNotFound
-                    | BookingError::AppointmentNotFound => StatusCode::NOT_FOUND,
-                    _ => StatusCode::CONFLICT,
-                };
+                // The same status as the API gives for the same refusal.
+                let status = super::error::booking_status(e);
                 (status, "Impossible de continuer", e.message())
             }
             PageError::Render(cause) => {
