@@ -52,6 +52,9 @@ pub struct Config {
     pub codes_per_ip_per_hour: u32,
     /// Behind a reverse proxy: the client's address is the last one of `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// A directory whose `voice-flows/*.toml` and `prompts/*.toml` add to or replace the
+    /// compiled-in call flow and spoken texts.
+    pub voice_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -93,6 +96,7 @@ impl Default for Config {
             holds_per_ip_per_hour: 60,
             codes_per_ip_per_hour: 30,
             trust_forwarded_for: false,
+            voice_dir: None,
         }
     }
 }
@@ -188,6 +192,7 @@ const KNOWN: &[&str] = &[
     "holds_per_ip_per_hour",
     "codes_per_ip_per_hour",
     "trust_forwarded_for",
+    "voice_dir",
 ];
 
 /// `postgres://guichet:s3cret@db/guichet` → `postgres://guichet:***@db/guichet`; a
@@ -254,6 +259,7 @@ impl fmt::Debug for Config {
             .field("holds_per_ip_per_hour", &self.holds_per_ip_per_hour)
             .field("codes_per_ip_per_hour", &self.codes_per_ip_per_hour)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("voice_dir", &self.voice_dir)
             .finish()
     }
 }

@@ -24,6 +24,7 @@ use crate::web::AppState;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,13 @@ impl App {
         let sms = sms_transport(&config, &dev_outbox, demo);
         let mail = mail_transport(&config, &dev_outbox);
         let run_worker = config.outbox_worker;
+        // Checked already by `run_server`, which refuses to start with a bad flow; here a
+        // mistake is a bug of the caller's.
+        let voice_data = voice::flow::VoiceData::load(config.voice_dir.as_deref().map(Path::new))
+            .unwrap_or_else(|e| panic!("voice flows: {e}"));
         Self {
             state: AppState {
+                ivr: voice::call::Ivr::new(engine.clone(), Arc::new(voice_data)),
                 engine,
                 limits: web::security::Limits::new(
                     config.holds_per_ip_per_hour,
@@ -252,6 +258,8 @@ pub async fn shutdown_signal() {
 
 /// `guichet serve` and `guichet demo`.
 pub async fn run_server(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    // A mistake in a call flow or its prompts stops the start, naming the file and the node.
+    voice::flow::VoiceData::load(config.voice_dir.as_deref().map(Path::new))?;
     if demo && config.database_url == config::DEFAULT_DATABASE_URL {
         // Demo data never lands in the production default file.
         config.database_url = demo::DEMO_DATABASE_URL.to_owned();

@@ -11,7 +11,7 @@ use super::{
     touch, validate_citizen,
 };
 use crate::booking::BookingError;
-use crate::domain::otp;
+use crate::domain::otp::{self, OtpCode};
 use crate::domain::{
     Appointment, AppointmentId, Channel, Citizen, CitizenName, CommuneId, LocationId,
     MessageChannel, NotificationKind, ServiceId, Status,
@@ -27,9 +27,11 @@ pub const PENDING_NAME: &str = "Réservation en cours";
 const LINKS_AT_MOST: i64 = 5;
 
 impl Engine {
-    /// Holds a slot for a web citizen who has not yet said who they are.
+    /// Holds a slot for a citizen who has not yet said who they are (on the web, or on the
+    /// telephone before the mobile number and the name).
     pub async fn hold_for_details(
         &self,
+        channel: Channel,
         commune: CommuneId,
         service: ServiceId,
         start: DateTime<Utc>,
@@ -48,7 +50,7 @@ impl Engine {
                 email: None,
                 ants_application_ids: Vec::new(),
             },
-            channel: Channel::Web,
+            channel,
         };
         self.book(&request, BookingMode::HoldForDetails).await
     }
@@ -134,6 +136,74 @@ impl Engine {
         tx.commit().await?;
         self.wake.notify_one();
         Ok((appointment, destination))
+    }
+
+    /// Lets go of a hold nobody will confirm (a caller who hung up): its seat is free at once
+    /// rather than when the hold lapses. Anything but a live hold is left as it is.
+    pub async fn release_hold(&self, id: AppointmentId) -> Result<()> {
+        self.retry(|| self.release_hold_once(id)).await
+    }
+
+    async fn release_hold_once(&self, id: AppointmentId) -> Result<()> {
+        let now = self.clock.now();
+        let before = self.appointment(id).await?;
+        if before.effective_status(now) != Status::Held {
+            return Ok(());
+        }
+        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        if appointment.effective_status(now) != Status::Held {
+            return Ok(());
+        }
+        appointment.status = Status::Expired;
+        appointment.seat = None;
+        appointment.hold_expires_at = Some(now);
+        touch(&mut appointment, now);
+        tx.update_appointment(&appointment).await?;
+        tx.release_claims(id).await?;
+        tx.commit().await?;
+        tracing::info!(appointment = %id, "hold released");
+        Ok(())
+    }
+
+    /// Sends a one-time code about a confirmed appointment to its own contact, to prove that
+    /// whoever asks to cancel or move it (on the telephone) holds that mobile.
+    pub async fn send_check_code(&self, id: AppointmentId) -> Result<CodeDestination> {
+        self.retry(|| self.send_check_code_once(id)).await
+    }
+
+    async fn send_check_code_once(&self, id: AppointmentId) -> Result<CodeDestination> {
+        let now = self.clock.now();
+        let appointment = self.appointment(id).await?;
+        match appointment.effective_status(now) {
+            Status::Confirmed if appointment.starts_at > now => {}
+            Status::Confirmed => return Err(BookingError::AlreadyStarted),
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        let details = self.details(&appointment).await?;
+        let destination = code_destination(&appointment.citizen, &details.commune)?;
+        let mut tx = self.store.begin().await?;
+        let destination = self
+            .send_code(
+                tx.as_mut(),
+                &details.commune,
+                &details.service,
+                &appointment,
+                destination,
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(destination)
+    }
+
+    /// Checks and uses up the code sent by [`Engine::send_check_code`].
+    pub async fn check_code(&self, id: AppointmentId, code: &OtpCode) -> Result<()> {
+        let now = self.clock.now();
+        let tx = self.store.begin().await?;
+        let tx = self.use_code(tx, id, code, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// "Find my appointment": sends a fresh personal link for each coming appointment booked

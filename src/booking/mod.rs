@@ -757,6 +757,40 @@ impl Engine {
     /// order, plannings by ascending id, so two transactions never wait for each other in a
     /// circle. Anything else the operation needs is read before: inside the transaction a
     /// second pool connection could be waiting behind this one.
+    /// Checks `code` against the appointment's one-time code inside `tx` and uses it up. A
+    /// wrong code costs one of its tries even though the caller's change is undone: the try is
+    /// committed at once and the error returned.
+    async fn use_code(
+        &self,
+        mut tx: Box<dyn StoreTx>,
+        id: AppointmentId,
+        code: &OtpCode,
+        now: DateTime<Utc>,
+    ) -> Result<Box<dyn StoreTx>> {
+        let mut record = tx.otp(id).await?.ok_or(BookingError::CodeExpired)?;
+        if record.used_at.is_some() || record.expires_at <= now {
+            return Err(BookingError::CodeExpired);
+        }
+        if record.attempts_left <= 0 {
+            return Err(BookingError::CodeBurnt);
+        }
+        if !otp::verify(&self.otp_key, id, code, &record.code_hash) {
+            record.attempts_left -= 1;
+            tx.put_otp(&record).await?;
+            tx.commit().await?;
+            return Err(if record.attempts_left == 0 {
+                BookingError::CodeBurnt
+            } else {
+                BookingError::WrongCode {
+                    attempts_left: record.attempts_left,
+                }
+            });
+        }
+        record.used_at = Some(now);
+        tx.put_otp(&record).await?;
+        Ok(tx)
+    }
+
     /// Before the transaction that takes a lapsed hold's seat again: it is a new booking of
     /// the same slot, so the slot must still be offered (no closure since, notice respected).
     async fn check_lapsed_hold(&self, before: &Appointment, now: DateTime<Utc>) -> Result<()> {
@@ -838,27 +872,7 @@ impl Engine {
             (other, _) => return Err(BookingError::NotModifiable(other)),
         }
         if let Some(code) = code {
-            let mut record = tx.otp(id).await?.ok_or(BookingError::CodeExpired)?;
-            if record.used_at.is_some() || record.expires_at <= now {
-                return Err(BookingError::CodeExpired);
-            }
-            if record.attempts_left <= 0 {
-                return Err(BookingError::CodeBurnt);
-            }
-            if !otp::verify(&self.otp_key, id, code, &record.code_hash) {
-                record.attempts_left -= 1;
-                tx.put_otp(&record).await?;
-                tx.commit().await?;
-                return Err(if record.attempts_left == 0 {
-                    BookingError::CodeBurnt
-                } else {
-                    BookingError::WrongCode {
-                        attempts_left: record.attempts_left,
-                    }
-                });
-            }
-            record.used_at = Some(now);
-            tx.put_otp(&record).await?;
+            tx = self.use_code(tx, id, code, now).await?;
         }
         if appointment.effective_status(now) == Status::Expired {
             if appointment.starts_at <= now {

@@ -10,6 +10,7 @@ pub mod model;
 pub mod otp;
 pub mod reminders;
 pub mod slots;
+pub mod spoken;
 pub mod values;
 pub mod wording;
 

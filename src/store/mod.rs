@@ -226,6 +226,32 @@ pub struct Notification {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
+/// One telephone call as the voice menu keeps it between webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub call_sid: String,
+    pub commune_id: CommuneId,
+    pub caller: String,
+    /// Steps answered so far.
+    pub seq: i64,
+    /// The interpreter's state (JSON).
+    pub state: String,
+    /// The TwiML of the last step, for a replayed webhook.
+    pub last_twiml: String,
+    pub outcome: Option<String>,
+    pub spoken_name: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A commune's voice settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceSettings {
+    pub voice: String,
+    pub language: String,
+    pub flow: String,
+}
+
 /// How sending a claimed notification ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
@@ -360,6 +386,43 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Appointment>>;
+
+    /// Records a new call (step 0) unless it is known already; true when it was new.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_call(
+        &self,
+        call_sid: &str,
+        commune: CommuneId,
+        caller: &str,
+        state: &str,
+        twiml: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn call(&self, call_sid: &str) -> Result<Option<CallRecord>>;
+    /// Moves a call from step `seq` to the next one with its new state and TwiML; false (and
+    /// nothing written) when the call is not at `seq` any more — a replayed webhook.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance_call(
+        &self,
+        call_sid: &str,
+        seq: i64,
+        state: &str,
+        twiml: &str,
+        outcome: Option<&str>,
+        spoken_name: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Ends a call once (the status callback); its outcome stays if one was recorded,
+    /// otherwise becomes `outcome`. Returns the call as it was, or `None` if unknown or
+    /// already ended.
+    async fn end_call(
+        &self,
+        call_sid: &str,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CallRecord>>;
+    async fn voice_settings(&self, commune: CommuneId) -> Result<Option<VoiceSettings>>;
+    async fn set_voice_settings(&self, commune: CommuneId, settings: &VoiceSettings) -> Result<()>;
 
     /// Claims up to `limit` due notifications for `worker` until `lease_until`: pending ones
     /// whose time has come, and ones whose worker vanished before it started sending.
@@ -769,6 +832,23 @@ mod sql {
         " WHERE (phone = $1 OR lower(email) = lower($2)) AND status = 'confirmed' \
         AND starts_at > $3 ORDER BY starts_at LIMIT $4"
     );
+
+    pub const START_CALL: &str = "INSERT INTO calls (call_sid, commune_id, caller, seq, state, \
+        last_twiml, started_at, updated_at) VALUES ($1, $2, $3, 0, $4, $5, $6, $6) \
+        ON CONFLICT (call_sid) DO NOTHING";
+    pub const CALL: &str = "SELECT call_sid, commune_id, caller, seq, state, last_twiml, outcome, \
+        spoken_name, started_at, ended_at FROM calls WHERE call_sid = $1";
+    pub const ADVANCE_CALL: &str = "UPDATE calls SET seq = seq + 1, state = $3, last_twiml = $4, \
+        outcome = COALESCE($5, outcome), spoken_name = COALESCE($6, spoken_name), updated_at = $7 \
+        WHERE call_sid = $1 AND seq = $2";
+    pub const END_CALL: &str = "UPDATE calls SET ended_at = $3, outcome = COALESCE(outcome, $2), \
+        updated_at = $3 WHERE call_sid = $1 AND ended_at IS NULL RETURNING call_sid, commune_id, \
+        caller, seq, state, last_twiml, outcome, spoken_name, started_at, ended_at";
+    pub const VOICE_SETTINGS: &str =
+        "SELECT voice, language, flow FROM commune_voice WHERE commune_id = $1";
+    pub const SET_VOICE_SETTINGS: &str = "INSERT INTO commune_voice (commune_id, voice, language, \
+        flow) VALUES ($1, $2, $3, $4) ON CONFLICT (commune_id) DO UPDATE SET voice = $2, \
+        language = $3, flow = $4";
 
     pub const LAST_MESSAGED_APPOINTMENT: &str = "SELECT appointment_id FROM notifications \
         WHERE destination = $1 AND channel = 'sms' AND appointment_id IS NOT NULL \

@@ -7,9 +7,10 @@
 
 use super::rows::*;
 use super::{
-    Backend, Claim, ClaimHolder, IdempotencyState, LOCK_WAIT, NewClosure, NewCommune, NewLocation,
-    NewNotification, NewOpeningRule, NewPlanning, NewService, Notification, NotificationId,
-    OtpRecord, Result, SendResult, SmsAction, Store, StoreError, StoreTx, sql,
+    Backend, CallRecord, Claim, ClaimHolder, IdempotencyState, LOCK_WAIT, NewClosure, NewCommune,
+    NewLocation, NewNotification, NewOpeningRule, NewPlanning, NewService, Notification,
+    NotificationId, OtpRecord, Result, SendResult, SmsAction, Store, StoreError, StoreTx,
+    VoiceSettings, sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,

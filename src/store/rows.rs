@@ -443,3 +443,34 @@ impl From<OtpRow> for OtpRecord {
         }
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct CallRow {
+    pub call_sid: String,
+    pub commune_id: i64,
+    pub caller: String,
+    pub seq: i64,
+    pub state: String,
+    pub last_twiml: String,
+    pub outcome: Option<String>,
+    pub spoken_name: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl From<CallRow> for super::CallRecord {
+    fn from(r: CallRow) -> Self {
+        Self {
+            call_sid: r.call_sid,
+            commune_id: r.commune_id,
+            caller: r.caller,
+            seq: r.seq,
+            state: r.state,
+            last_twiml: r.last_twiml,
+            outcome: r.outcome,
+            spoken_name: r.spoken_name,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        }
+    }
+}

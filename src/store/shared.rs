@@ -326,6 +326,110 @@ macro_rules! impl_store {
                 rows.into_iter().map(Appointment::try_from).collect()
             }
 
+            async fn start_call(
+                &self,
+                call_sid: &str,
+                commune: CommuneId,
+                caller: &str,
+                state: &str,
+                twiml: &str,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let _writer = self.writer().await;
+                let done = sqlx::query(sql::START_CALL)
+                    .bind(call_sid)
+                    .bind(commune)
+                    .bind(caller)
+                    .bind(state)
+                    .bind(twiml)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn call(&self, call_sid: &str) -> Result<Option<CallRecord>> {
+                let row: Option<CallRow> = sqlx::query_as(sql::CALL)
+                    .bind(call_sid)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(CallRecord::from))
+            }
+
+            async fn advance_call(
+                &self,
+                call_sid: &str,
+                seq: i64,
+                state: &str,
+                twiml: &str,
+                outcome: Option<&str>,
+                spoken_name: Option<&str>,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let _writer = self.writer().await;
+                let done = sqlx::query(sql::ADVANCE_CALL)
+                    .bind(call_sid)
+                    .bind(seq)
+                    .bind(state)
+                    .bind(twiml)
+                    .bind(outcome)
+                    .bind(spoken_name)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn end_call(
+                &self,
+                call_sid: &str,
+                outcome: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<CallRecord>> {
+                let _writer = self.writer().await;
+                let row: Option<CallRow> = sqlx::query_as(sql::END_CALL)
+                    .bind(call_sid)
+                    .bind(outcome)
+                    .bind(ts(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(CallRecord::from))
+            }
+
+            async fn voice_settings(&self, commune: CommuneId) -> Result<Option<VoiceSettings>> {
+                let row: Option<(String, String, String)> = sqlx::query_as(sql::VOICE_SETTINGS)
+                    .bind(commune)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(|(voice, language, flow)| VoiceSettings {
+                    voice,
+                    language,
+                    flow,
+                }))
+            }
+
+            async fn set_voice_settings(
+                &self,
+                commune: CommuneId,
+                settings: &VoiceSettings,
+            ) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::SET_VOICE_SETTINGS)
+                    .bind(commune)
+                    .bind(&settings.voice)
+                    .bind(&settings.language)
+                    .bind(&settings.flow)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
             async fn claim_notifications(
                 &self,
                 worker: &str,

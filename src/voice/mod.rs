@@ -1,6 +1,7 @@
-//! The Twilio side of guichet: TwiML answers and webhook signatures. (The voice menu itself —
-//! call flows, prompts, the interpreter — comes with the telephone issue; SMS webhooks already
-//! use what is here.)
+//! The telephone: TwiML answers, webhook signatures, call flows and prompts as data
+//! ([`flow`]), and the interpreter that runs them one webhook at a time ([`call`]).
 
+pub mod call;
+pub mod flow;
 pub mod signature;
 pub mod twiml;

@@ -12,6 +12,7 @@ mod pages;
 pub mod security;
 mod twilio_sms;
 mod usage;
+mod voice;
 
 use crate::booking::Engine;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub dev_outbox: crate::notify::sms::DevOutbox,
     /// Per-address limits on holds and code sends.
     pub limits: Arc<security::Limits>,
+    /// The voice menu.
+    pub ivr: crate::voice::call::Ivr,
 }
 
 impl AppState {
@@ -72,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .route("/twilio/voice", post(voice::incoming))
+        .route("/twilio/voice/step", post(voice::step))
+        .route("/twilio/voice/status", post(voice::status))
         .route("/twilio/sms", post(twilio_sms::incoming))
         .route("/twilio/sms/status", post(twilio_sms::status))
         .route("/dev/outbox", get(dev::outbox))

@@ -306,7 +306,12 @@ async fn seed_commune(
             population: 12_000,
             phone_numbers: vec![o.phone_number.into()],
             switchboard_number: Some("+33465710099".into()),
-            switchboard_hours: WeeklyHours::default(),
+            // The switchboard answers on weekdays from 9:00 to 12:00.
+            switchboard_hours: WeeklyHours(vec![guichet::domain::WeeklyRange {
+                weekdays: Weekdays::MONDAY_TO_FRIDAY,
+                start: MinuteOfDay::hm(9, 0),
+                end: MinuteOfDay::hm(12, 0),
+            }]),
             reminder_delay_hours: 48,
             quiet_start: MinuteOfDay::hm(20, 0),
             quiet_end: MinuteOfDay::hm(8, 0),

@@ -14,4 +14,5 @@ mod races;
 mod smtp_server;
 mod store;
 mod storm;
+mod voice;
 mod webhooks;

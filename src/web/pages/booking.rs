@@ -743,7 +743,14 @@ pub async fn hold(
     }
     match state
         .engine
-        .hold_for_details(commune.id, service, start, Some(location), persons)
+        .hold_for_details(
+            crate::domain::Channel::Web,
+            commune.id,
+            service,
+            start,
+            Some(location),
+            persons,
+        )
         .await
     {
         Ok(appointment) => Ok(see_other(&format!("/rdv/{}", appointment.id))),

@@ -1,0 +1,25 @@
+-- Telephone calls: the voice menu keeps each call's step here, so that any instance answers
+-- the next webhook. `seq` counts the steps answered: a webhook carries the number of the step
+-- it answers, and only the one matching `seq` moves the call on (a replay gets `last_twiml`).
+CREATE TABLE calls (
+    call_sid     TEXT    PRIMARY KEY,
+    commune_id   INTEGER NOT NULL REFERENCES communes (id),
+    caller       TEXT    NOT NULL,
+    seq          INTEGER NOT NULL DEFAULT 0,
+    state        TEXT    NOT NULL,
+    last_twiml   TEXT    NOT NULL,
+    outcome      TEXT    CHECK (outcome IN ('booked', 'cancelled', 'moved', 'transferred', 'abandoned', 'failed')),
+    spoken_name  TEXT,
+    started_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    ended_at     INTEGER
+) STRICT;
+CREATE INDEX calls_commune_time ON calls (commune_id, started_at);
+
+-- A commune's voice: which synthetic voice, language and call flow (`voice-flows/{flow}.toml`).
+CREATE TABLE commune_voice (
+    commune_id INTEGER PRIMARY KEY REFERENCES communes (id),
+    voice      TEXT    NOT NULL,
+    language   TEXT    NOT NULL,
+    flow       TEXT    NOT NULL
+) STRICT;
