@@ -260,6 +260,10 @@ pub async fn shutdown_signal() {
 pub async fn run_server(mut config: Config, demo: bool) -> anyhow::Result<()> {
     // A mistake in a call flow or its prompts stops the start, naming the file and the node.
     voice::flow::VoiceData::load(config.voice_dir.as_deref().map(Path::new))?;
+    if demo && config.twilio_auth_token.is_none() {
+        // Demo webhooks (`guichet call`) are signed and checked like real ones.
+        config.twilio_auth_token = Some(voice::caller::DEMO_AUTH_TOKEN.to_owned().into());
+    }
     if demo && config.database_url == config::DEFAULT_DATABASE_URL {
         // Demo data never lands in the production default file.
         config.database_url = demo::DEMO_DATABASE_URL.to_owned();

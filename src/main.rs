@@ -31,6 +31,19 @@ enum Command {
     Demo,
     /// Apply database migrations and exit.
     Migrate,
+    /// Call a running guichet from the terminal, as a caller would: hear the menu, type keys
+    /// (or words when asked to speak), see the SMS received.
+    Call {
+        /// The number called: the commune's (e.g. +33465710001 for Annecy in the demo).
+        #[arg(long)]
+        to: String,
+        /// The caller's number.
+        #[arg(long, default_value = "+33639980001")]
+        from: String,
+        /// The running guichet (default: http:// + the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -49,6 +62,23 @@ async fn main() -> ExitCode {
         Command::Serve => guichet::run_server(config, false).await,
         Command::Demo => guichet::run_server(config, true).await,
         Command::Migrate => guichet::run_migrations(&config).await,
+        Command::Call { to, from, url } => {
+            use secrecy::ExposeSecret;
+            let settings = guichet::voice::caller::CallSettings {
+                base_url: url.unwrap_or_else(|| format!("http://{}", config.listen)),
+                public_url: config.public_url.clone(),
+                auth_token: config.twilio_auth_token.as_ref().map_or_else(
+                    || guichet::voice::caller::DEMO_AUTH_TOKEN.to_owned(),
+                    |t| t.expose_secret().to_owned(),
+                ),
+                to,
+                from,
+            };
+            let stdin = std::io::stdin();
+            guichet::voice::caller::call(&settings, &mut stdin.lock(), &mut std::io::stdout())
+                .await
+                .map(|_| ())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -930,17 +930,27 @@ impl<'a> Turn<'a> {
         } else {
             "slots_intro"
         };
-        let mut question = vec![self.t(intro, &[])];
+        // The place once when the slots share it, otherwise with each slot.
+        let first_place = slots[0].location_id;
+        let one_place = slots.iter().all(|s| s.location_id == first_place);
+        let place = if one_place {
+            self.place_name(first_place).await?
+        } else {
+            String::new()
+        };
+        let mut question = vec![
+            self.t(intro, &[("place", &place)])
+                .replace(",  :", " :")
+                .replace(", :", " :"),
+        ];
         for (i, slot) in slots.iter().enumerate() {
-            let when = self.spoken_at(slot.start);
-            let place = self.place_name(slot.location_id).await?;
+            let mut when = self.spoken_at(slot.start);
+            if !one_place {
+                when = format!("{when}, {}", self.place_name(slot.location_id).await?);
+            }
             question.push(self.t(
                 "slot_choice",
-                &[
-                    ("slot", &when),
-                    ("place", &place),
-                    ("key", &(i + 1).to_string()),
-                ],
+                &[("slot", &when), ("key", &(i + 1).to_string())],
             ));
         }
         if more {

@@ -64,6 +64,10 @@ pub struct Speaker {
 pub fn voice_response(answer: &VoiceAnswer, speaker: &Speaker) -> String {
     let mut writer = Writer::new(Cursor::new(Vec::new()));
     let say = |w: &mut Writer<Cursor<Vec<u8>>>, text: &str| -> std::io::Result<()> {
+        // A commune may blank a sentence out in its prompts: nothing to say then.
+        if text.trim().is_empty() {
+            return Ok(());
+        }
         w.create_element("Say")
             .with_attribute(("voice", speaker.voice.as_str()))
             .with_attribute(("language", speaker.language.as_str()))

@@ -428,6 +428,8 @@ pub struct TestAppOptions {
     /// Holds and code sends allowed per address and hour; unlimited when absent (every test
     /// client comes from 127.0.0.1).
     pub per_ip_limits: Option<(u32, u32)>,
+    /// Runs the outbox worker, as a real server does (tests otherwise call `deliver`).
+    pub outbox_worker: bool,
 }
 
 pub const PUBLIC_URL: &str = "https://rdv.guichet-mairies.fr";
@@ -449,7 +451,7 @@ impl TestApp {
             secret_key: Some("test-secret-key".to_owned().into()),
             twilio_auth_token: Some(crate::fake_twilio::AUTH_TOKEN.to_owned().into()),
             admin_token: options.admin_token.map(|t| t.to_owned().into()),
-            outbox_worker: false,
+            outbox_worker: options.outbox_worker,
             holds_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.0),
             codes_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.1),
             ..Config::default()

@@ -155,34 +155,22 @@ async fn town(world: &World) -> (TestApp, FakeTwilio) {
 /// code → confirmed.
 async fn book_by_phone(call: &mut Call<'_>, twilio: &FakeTwilio, app: &TestApp) {
     assert!(
-        call.said().contains("Pour prendre un rendez-vous, tapez 1"),
+        call.said().contains("Prendre rendez-vous : tapez 1"),
         "{}",
         call.said()
     );
     call.press("1").await;
-    assert!(
-        call.said().contains("Pour quelle démarche ?"),
-        "{}",
-        call.said()
-    );
+    assert!(call.said().contains("Quelle démarche ?"), "{}", call.said());
     call.press("1").await;
-    assert!(
-        call.said().contains("Tapez un chiffre de 1 à 3"),
-        "{}",
-        call.said()
-    );
+    assert!(call.said().contains("de 1 à 3 ?"), "{}", call.said());
     call.press("2").await;
     assert!(
-        call.said().contains("le premier lieu disponible"),
+        call.said().contains("Le premier lieu libre"),
         "{}",
         call.said()
     );
     call.press("1").await;
-    assert!(
-        call.said().contains("Voici les premiers créneaux libres"),
-        "{}",
-        call.said()
-    );
+    assert!(call.said().contains("Premiers créneaux"), "{}", call.said());
     assert!(
         call.said().contains("lundi 30 novembre à 9 heures"),
         "{}",
@@ -191,7 +179,7 @@ async fn book_by_phone(call: &mut Call<'_>, twilio: &FakeTwilio, app: &TestApp) 
     call.press("1").await;
     assert!(
         call.said()
-            .contains("C'est noté : le lundi 30 novembre à 9 heures"),
+            .contains("Créneau réservé : lundi 30 novembre à 9 heures"),
         "{}",
         call.said()
     );
@@ -202,11 +190,10 @@ async fn book_by_phone(call: &mut Call<'_>, twilio: &FakeTwilio, app: &TestApp) 
         call.said()
     );
     call.press("1").await;
-    assert!(call.said().contains("dites le nom"), "{}", call.said());
+    assert!(call.said().contains("Dites le nom"), "{}", call.said());
     call.say_aloud("Léa Martin").await;
     assert!(
-        call.said()
-            .contains("Un code à six chiffres vient de partir"),
+        call.said().contains("Tapez le code reçu par SMS"),
         "{}",
         call.said()
     );
@@ -214,9 +201,9 @@ async fn book_by_phone(call: &mut Call<'_>, twilio: &FakeTwilio, app: &TestApp) 
     let code = twilio.last_code(CALLER).expect("the code by SMS");
     call.press(&code).await;
     let said = call.said();
-    assert!(said.contains("Votre rendez-vous est confirmé"), "{said}");
+    assert!(said.contains("Rendez-vous confirmé"), "{said}");
     assert!(
-        said.contains("Pensez à apporter : Une pièce d'identité."),
+        said.contains("À apporter : Une pièce d'identité."),
         "{said}"
     );
     assert!(call.parsed().hangup);
@@ -292,7 +279,7 @@ async fn wrong_keys_and_silence_are_answered_twice_then_the_call_ends_politely()
     );
     call.press("*").await;
     assert!(
-        call.said().starts_with("Bonjour"),
+        call.said().starts_with("Mairie"),
         "* repeats: {}",
         call.said()
     );
@@ -321,7 +308,7 @@ async fn zero_reaches_the_switchboard_when_it_is_open_and_says_its_hours_otherwi
         call.said()
     );
     assert!(
-        call.said().contains("Pour prendre un rendez-vous"),
+        call.said().contains("Prendre rendez-vous"),
         "back to the menu"
     );
     world.clock.set(paris("2026-11-30", 10, 0));
@@ -342,14 +329,10 @@ async fn a_wrong_code_then_the_right_one_books() {
     for key in ["1", "2", "1", "1"] {
         call.press(key).await;
     }
-    assert!(call.said().contains("C'est noté"), "{}", call.said());
+    assert!(call.said().contains("Créneau réservé"), "{}", call.said());
     call.press("1").await;
     call.stay_silent().await; // no name said: the booking goes on
-    assert!(
-        call.said().contains("Un code à six chiffres"),
-        "{}",
-        call.said()
-    );
+    assert!(call.said().contains("Tapez le code"), "{}", call.said());
     call.press("123456").await;
     assert!(
         call.said().starts_with("Ce code n'est pas le bon."),
@@ -366,7 +349,7 @@ async fn a_wrong_code_then_the_right_one_books() {
     let code = twilio.last_code(CALLER).unwrap();
     call.press(&code).await;
     assert!(
-        call.said().contains("Votre rendez-vous est confirmé"),
+        call.said().contains("Rendez-vous confirmé"),
         "{}",
         call.said()
     );
@@ -383,7 +366,7 @@ async fn hanging_up_mid_booking_frees_the_slot_at_once() {
     for key in ["1", "2", "1", "1"] {
         call.press(key).await;
     }
-    assert!(call.said().contains("C'est noté"), "{}", call.said());
+    assert!(call.said().contains("Créneau réservé"), "{}", call.said());
     let held = world.all_appointments().await.remove(0);
     assert_eq!(held.effective_status(world.clock.now()), Status::Held);
     call.hang_up().await;
@@ -507,11 +490,7 @@ async fn a_caller_moves_with_a_code_to_a_chosen_day() {
     let mut call = Call::dial(&app, "CA0010", CALLER, TOWN_NUMBER).await;
     call.press("2").await;
     call.press("2").await;
-    assert!(
-        call.said().contains("Voici les premiers créneaux libres"),
-        "{}",
-        call.said()
-    );
+    assert!(call.said().contains("Premiers créneaux"), "{}", call.said());
     call.press("4").await; // another day
     call.press("3").await; // type a date
     call.press("0412").await; // Friday 4 December
@@ -594,7 +573,7 @@ async fn a_call_alternating_between_two_instances_books_once() {
     call.app = apps[0];
     call.press(&code).await;
     assert!(
-        call.said().contains("Votre rendez-vous est confirmé"),
+        call.said().contains("Rendez-vous confirmé"),
         "{}",
         call.said()
     );
@@ -608,4 +587,85 @@ fn the_reader_refuses_bad_twiml() {
     assert!(read_voice_response("<Response><Gather><Dial>1</Dial></Gather></Response>").is_err());
     assert!(read_voice_response("<Response><Say>a</Response>").is_err());
     assert!(read_voice_response("<Response><Say>a &amp; b</Say><Hangup/></Response>").is_ok());
+}
+
+/// Terminal input that answers the code question with the last code the output showed.
+struct Scripted {
+    lines: std::collections::VecDeque<&'static str>,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl std::io::Read for Scripted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(line) = self.lines.pop_front() else {
+            return Ok(0);
+        };
+        let line = if line == "CODE" {
+            let shown = String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned();
+            crate::fake_twilio::extract_code(&shown[shown.rfind("[SMS reçu]").unwrap_or(0)..])
+                .unwrap_or_default()
+        } else {
+            line.to_owned()
+        };
+        let bytes = format!("{line}\n").into_bytes();
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+}
+
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guichet_call_books_from_a_terminal_and_shows_the_sms() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let app = TestApp::spawn_with(
+        &world.db,
+        world.clock.clone(),
+        crate::helpers::TestAppOptions {
+            demo: true,
+            outbox_worker: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut input = std::io::BufReader::new(Scripted {
+        lines: ["1", "1", "1", "1", "1", "1", "Paul Durand", "CODE"].into(),
+        out: out.clone(),
+    });
+    let settings = guichet::voice::caller::CallSettings {
+        base_url: app.address.clone(),
+        public_url: crate::helpers::PUBLIC_URL.to_owned(),
+        auth_token: crate::fake_twilio::AUTH_TOKEN.to_owned(),
+        to: TOWN_NUMBER.to_owned(),
+        from: CALLER.to_owned(),
+    };
+    let seconds = guichet::voice::caller::call(&settings, &mut input, &mut Shared(out.clone()))
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    assert!(
+        shown.contains("« Mairie de Ville de testville, bonjour."),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("[SMS reçu] Mairie de Ville de testville : votre code"),
+        "{shown}"
+    );
+    assert!(shown.contains("Rendez-vous confirmé"), "{shown}");
+    assert!(shown.contains("(fin de l'appel)"), "{shown}");
+    assert!(seconds > 10.0);
+    let a = world.all_appointments().await.remove(0);
+    assert_eq!(a.status, Status::Confirmed);
+    assert_eq!(a.citizen.name.as_str(), "Paul Durand");
 }
