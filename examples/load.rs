@@ -11,28 +11,21 @@
 //! cargo run --release --example load -- --citizens 1000 --slots 100
 //! cargo run --release --example load -- --citizens 10000 --slots 10000 --postgres postgres://postgres@127.0.0.1/test
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::post;
 use chrono::{Duration, Utc};
-use chrono_tz::Europe::Paris;
 use guichet::App;
 use guichet::config::Config;
-use guichet::domain::{
-    Category, Channels, Clock, MinuteOfDay, Status, SystemClock, Weekdays, WeeklyHours,
-};
-use guichet::store::{self, NewCommune, NewLocation, NewOpeningRule, NewPlanning, NewService};
+use guichet::domain::{Clock, Status, SystemClock};
+use guichet::store;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
-const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
-const SLOTS_PER_PLANNING: usize = 144; // 08:00–20:00 every 5 minutes
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{ACCOUNT_SID, Phones};
 
 struct Args {
     citizens: usize,
@@ -66,41 +59,6 @@ fn args() -> Args {
     args
 }
 
-/// Codes waiting to be read, by mobile number.
-#[derive(Clone, Default)]
-struct Phones(Arc<Mutex<HashMap<String, watch::Sender<Option<String>>>>>);
-
-impl Phones {
-    fn watch(&self, phone: &str) -> watch::Receiver<Option<String>> {
-        let (tx, rx) = watch::channel(None);
-        self.0.lock().unwrap().insert(phone.to_owned(), tx);
-        rx
-    }
-}
-
-/// A local SMS provider: `CreateMessage` in, 201 out; codes go to the waiting citizen.
-async fn sms_endpoint(State(phones): State<Phones>, body: Bytes) -> impl IntoResponse {
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let (to, text) = (
-        field("To").unwrap_or_default(),
-        field("Body").unwrap_or_default(),
-    );
-    if let Some(code) = text
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        && let Some(tx) = phones.0.lock().unwrap().get(&to)
-    {
-        let _ = tx.send(Some(code.to_owned()));
-    }
-    (
-        StatusCode::CREATED,
-        axum::Json(
-            json!({"sid": format!("SM{}", uuid::Uuid::new_v4().simple()), "status": "queued", "num_segments": "1"}),
-        ),
-    )
-}
-
 async fn database_url(postgres: &Option<String>, dir: &std::path::Path) -> String {
     match postgres {
         None => format!("sqlite://{}", dir.join("load.db").display()),
@@ -122,87 +80,6 @@ async fn database_url(postgres: &Option<String>, dir: &std::path::Path) -> Strin
     }
 }
 
-/// A commune with exactly `slots` five-minute slots tomorrow, one seat each.
-async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64, i64) {
-    let commune = store
-        .insert_commune(&NewCommune {
-            slug: "ruee".into(),
-            name: "Ruée".into(),
-            insee_code: "74010".into(),
-            timezone: Paris,
-            population: 50_000,
-            phone_numbers: vec![],
-            switchboard_number: None,
-            switchboard_hours: WeeklyHours::default(),
-            reminder_delay_hours: 48,
-            quiet_start: MinuteOfDay::hm(20, 0),
-            quiet_end: MinuteOfDay::hm(8, 0),
-            sms_sender: "Ruee".into(),
-            allow_multiple_per_category: false,
-            sms_daily_budget: 1_000_000,
-            allow_foreign_mobiles: false,
-        })
-        .await
-        .unwrap();
-    let location = store
-        .insert_location(&NewLocation {
-            commune_id: commune,
-            name: "Hôtel de ville".into(),
-            address: "1 place de la Mairie".into(),
-            postcode: "74000".into(),
-            city: "Ruée".into(),
-            access_notes: String::new(),
-        })
-        .await
-        .unwrap();
-    let service = store
-        .insert_service(&NewService {
-            commune_id: commune,
-            name: "Carte d'identité et passeport".into(),
-            spoken_name: "carte d'identité ou passeport".into(),
-            category: Category::Titres,
-            duration_minutes: 5,
-            max_persons: 1,
-            min_notice_minutes: 0,
-            horizon_days: 3,
-            channels: Channels::ALL,
-            what_to_bring: String::new(),
-        })
-        .await
-        .unwrap();
-    let tomorrow = Utc::now().with_timezone(&Paris).date_naive() + Duration::days(1);
-    let mut left = slots;
-    let mut n = 0;
-    while left > 0 {
-        let here = left.min(SLOTS_PER_PLANNING);
-        n += 1;
-        let planning = store
-            .insert_planning(&NewPlanning {
-                commune_id: commune,
-                name: format!("Station {n}"),
-                capacity: 1,
-            })
-            .await
-            .unwrap();
-        store
-            .insert_opening_rule(&NewOpeningRule {
-                planning_id: planning,
-                location_id: location,
-                weekdays: Weekdays(0x7f),
-                start: MinuteOfDay::hm(8, 0),
-                end: MinuteOfDay(8 * 60 + 5 * here as u16),
-                step_minutes: 5,
-                valid_from: tomorrow,
-                valid_until: Some(tomorrow),
-                service_ids: vec![service],
-            })
-            .await
-            .unwrap();
-        left -= here;
-    }
-    (commune, service)
-}
-
 #[derive(Default)]
 struct Stats {
     slots_ms: Vec<f64>,
@@ -212,14 +89,6 @@ struct Stats {
     no_slot: usize,
     taken_retries: usize,
     errors: HashMap<String, usize>,
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[((values.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn citizen(
@@ -340,19 +209,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(&args.postgres, dir.path()).await;
     let store = store::connect(&url).await.expect("database");
-    let (_, service) = open_slots(store.as_ref(), args.slots).await;
+    let (_, service) = support::open_slots(store.as_ref(), args.slots).await;
 
     // The local SMS provider.
-    let phones = Phones::default();
-    let sms_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sms_base = format!("http://{}", sms_listener.local_addr().unwrap());
-    let router = Router::new()
-        .route(
-            "/2010-04-01/Accounts/{account}/Messages.json",
-            post(sms_endpoint),
-        )
-        .with_state(phones.clone());
-    tokio::spawn(async move { axum::serve(sms_listener, router).await.unwrap() });
+    let (sms_base, phones) = support::sms_provider().await;
 
     // guichet itself.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -460,38 +320,8 @@ async fn main() {
         ("/api/v1/communes/{slug}/appointments", "POST hold"),
         ("/api/v1/appointments/{id}/confirm", "POST confirm"),
     ] {
-        let mut buckets: Vec<(f64, f64)> = metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("http_request_duration_seconds_bucket")
-                    && l.contains(&format!("route=\"{route}\""))
-            })
-            .filter_map(|l| {
-                let le = l.split("le=\"").nth(1)?.split('"').next()?;
-                let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
-                Some((
-                    if le == "+Inf" {
-                        f64::INFINITY
-                    } else {
-                        le.parse().ok()?
-                    },
-                    count,
-                ))
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-        let total = buckets.last().map_or(0.0, |b| b.1);
-        let bound = |p: f64| {
-            buckets
-                .iter()
-                .find(|b| b.1 >= total * p)
-                .map_or(f64::NAN, |b| b.0 * 1000.0)
-        };
-        println!(
-            "server side   {label:<13} n={total:<6} p50 ≤ {:>5} ms   p99 ≤ {:>5} ms",
-            bound(0.5),
-            bound(0.99)
-        );
+        let (total, p50, p99) = support::server_side(&metrics, route);
+        println!("server side   {label:<13} n={total:<6} p50 ≤ {p50:>5} ms   p99 ≤ {p99:>5} ms");
     }
     println!("client side (includes queueing in this process):");
     for (name, values) in [
@@ -502,9 +332,9 @@ async fn main() {
         let count = values.len();
         println!(
             "{name:<13} n={count:<6} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
-            percentile(values, 0.5),
-            percentile(values, 0.99),
-            percentile(values, 1.0)
+            support::percentile(values, 0.5),
+            support::percentile(values, 0.99),
+            support::percentile(values, 1.0)
         );
     }
 }

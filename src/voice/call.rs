@@ -23,6 +23,7 @@ use crate::domain::{
 use crate::store::{Store, StoreError, VoiceSettings};
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where the voice provider posts each step.
@@ -92,11 +93,22 @@ pub enum Input {
 pub struct Ivr {
     engine: Engine,
     data: Arc<VoiceData>,
+    /// Slots read out to calls lately: (start, location) → (call, when). When many people call
+    /// at once, each hears slots nobody else is hearing, rather than all racing for the same
+    /// two (per instance and approximate: the booking transaction still decides).
+    offered: Arc<std::sync::Mutex<Listeners>>,
 }
+
+/// For each slot read out lately (start, location): which calls heard it, and when.
+type Listeners = HashMap<(i64, i64), Vec<(String, std::time::Instant)>>;
+
+/// How long a slot read out to one caller is kept from the others.
+const OFFER_KEPT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// One webhook being answered.
 struct Turn<'a> {
     ivr: &'a Ivr,
+    sid: &'a str,
     commune: &'a Commune,
     flow: &'a Flow,
     prompts: &'a std::collections::HashMap<String, String>,
@@ -110,7 +122,11 @@ type Result<T> = std::result::Result<T, BookingError>;
 
 impl Ivr {
     pub fn new(engine: Engine, data: Arc<VoiceData>) -> Self {
-        Self { engine, data }
+        Self {
+            engine,
+            data,
+            offered: Arc::default(),
+        }
     }
 
     fn store(&self) -> &Arc<dyn Store> {
@@ -182,6 +198,7 @@ impl Ivr {
         let now = self.engine.now();
         let mut turn = Turn {
             ivr: self,
+            sid: call_sid,
             commune: &commune,
             flow,
             prompts: self.prompts_for(&settings),
@@ -242,6 +259,7 @@ impl Ivr {
             .unwrap_or(&self.data.flows["default"]);
         let mut turn = Turn {
             ivr: self,
+            sid: call_sid,
             commune: &commune,
             flow,
             prompts: self.prompts_for(&settings),
@@ -885,9 +903,45 @@ impl<'a> Turn<'a> {
                 },
             )
             .await?;
-        let mut wanted_slots = slots.into_iter().filter(wanted);
-        let chosen: Vec<FreeSlot> = wanted_slots.by_ref().take(SLOTS_AT_ONCE).collect();
-        let more = wanted_slots.next().is_some();
+        let wanted_slots: Vec<FreeSlot> = slots.into_iter().filter(wanted).collect();
+        // Slots another caller is hearing right now come last.
+        let chosen: Vec<FreeSlot> = {
+            let mut offered = self.ivr.offered.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            offered.retain(|_, listeners| {
+                listeners.retain(|(_, at)| now.duration_since(*at) < OFFER_KEPT);
+                !listeners.is_empty()
+            });
+            // Busy: as many other callers are hearing it as it has free seats.
+            let busy = |s: &FreeSlot| {
+                let others = offered
+                    .get(&(s.start.timestamp(), s.location_id))
+                    .map_or(0, |l| l.iter().filter(|(sid, _)| sid != self.sid).count());
+                others >= s.planning_ids.len().max(1)
+            };
+            let mut chosen: Vec<FreeSlot> = wanted_slots
+                .iter()
+                .filter(|s| !busy(s))
+                .take(SLOTS_AT_ONCE)
+                .cloned()
+                .collect();
+            for s in wanted_slots.iter().filter(|s| busy(s)) {
+                if chosen.len() >= SLOTS_AT_ONCE {
+                    break;
+                }
+                chosen.push(s.clone());
+            }
+            chosen.sort_by_key(|s| s.start);
+            for s in &chosen {
+                let listeners = offered
+                    .entry((s.start.timestamp(), s.location_id))
+                    .or_default();
+                listeners.retain(|(sid, _)| sid != self.sid);
+                listeners.push((self.sid.to_owned(), now));
+            }
+            chosen
+        };
+        let more = wanted_slots.len() > chosen.len();
         Ok((chosen, more))
     }
 
