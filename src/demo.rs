@@ -578,6 +578,10 @@ pub async fn banner(app: &App, seeded: bool) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
+        "  Appeler une mairie : guichet call --to +33465710001   (ou dans le navigateur : {base}/dev/phone)"
+    )?;
+    writeln!(
+        out,
         "  Santé : {base}/healthz   {base}/readyz   {base}/metrics"
     )?;
     writeln!(

@@ -135,7 +135,7 @@ pub fn voice_response(answer: &VoiceAnswer, speaker: &Speaker) -> String {
 }
 
 /// A voice answer as the provider reads it: what is said, where keys go, what happens next.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReadAnswer {
     pub says: Vec<String>,
     /// The `<Gather>`'s action, and whether it listens for speech.

@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/sms/status", post(twilio_sms::status))
         .route("/dev/outbox", get(dev::outbox))
         .route("/dev/outbox.json", get(dev::outbox_json))
+        .route("/dev/phone", get(dev::phone))
+        .route("/dev/phone/call", post(dev::phone_call))
         .merge(pages::routes())
         .layer(middleware::from_fn(crate::telemetry::track_http))
         .layer(middleware::from_fn(move |request, next| {

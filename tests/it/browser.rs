@@ -268,3 +268,46 @@ async fn every_citizen_page_passes_axe_without_serious_violations() {
     found.extend(audit(&tab, "slot slipped away").await);
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_phone_calls_the_voice_menu_from_the_browser() {
+    let Some(browser) = chrome::browser().await else {
+        return;
+    };
+    let world = World::new(TestDb::sqlite().await).await;
+    let app = TestApp::spawn_with(
+        &world.db,
+        world.clock.clone(),
+        crate::helpers::TestAppOptions {
+            demo: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let tab = browser.tab(1280, 900, true).await;
+    tab.goto(&format!("{}/dev/phone", app.address)).await;
+    tab.eval("document.querySelector('#dial button[type=submit]').click()")
+        .await;
+    let mut heard = String::new();
+    for _ in 0..50 {
+        heard = tab.text().await;
+        if heard.contains("Mairie : Mairie de Ville de testville") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        heard.contains("Mairie : Mairie de Ville de testville, bonjour."),
+        "{heard}"
+    );
+    tab.eval("document.querySelector('.key[data-key=\"1\"]').click(); document.getElementById('send').click()")
+        .await;
+    for _ in 0..50 {
+        heard = tab.text().await;
+        if heard.contains("Quelle démarche ?") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(heard.contains("Mairie : Quelle démarche ?"), "{heard}");
+}

@@ -669,3 +669,53 @@ async fn guichet_call_books_from_a_terminal_and_shows_the_sms() {
     assert_eq!(a.status, Status::Confirmed);
     assert_eq!(a.citizen.name.as_str(), "Paul Durand");
 }
+
+#[tokio::test]
+async fn the_demo_phone_page_talks_to_the_voice_menu() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let demo = TestApp::spawn_with(
+        &world.db,
+        world.clock.clone(),
+        crate::helpers::TestAppOptions {
+            demo: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let page = demo.get("/dev/phone").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Téléphone de démonstration") && html.contains(TOWN_NUMBER));
+    let call = |body: serde_json::Value| {
+        let demo = &demo;
+        async move {
+            demo.client
+                .post(format!("{}/dev/phone/call", demo.address))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = call(serde_json::json!({"sid": "CAweb", "from": CALLER, "to": TOWN_NUMBER})).await;
+    assert!(
+        first["answer"]["says"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Mairie")
+    );
+    let url = first["answer"]["action"].as_str().unwrap().to_owned();
+    let second = call(serde_json::json!({"sid": "CAweb", "from": CALLER, "to": TOWN_NUMBER, "url": url, "digits": "1"})).await;
+    assert!(
+        second["answer"]["says"]
+            .to_string()
+            .contains("Quelle démarche ?"),
+        "{second}"
+    );
+    // Outside demo mode there is no such page.
+    let (app, _) = town(&world).await;
+    assert_eq!(app.get("/dev/phone").await.status(), 404);
+}

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(booking::home))
         .route("/static/guichet.css", get(css))
         .route("/static/guichet.js", get(js))
+        .route("/static/phone.js", get(phone_js))
         .route("/accessibilite", get(accessibility))
         .route("/donnees-personnelles", get(privacy))
         .route("/rdv/retrouver", get(manage::find).post(manage::find_post))
@@ -396,6 +397,17 @@ async fn js() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../../assets/guichet.js"),
+    )
+}
+
+/// The demo telephone's script (`/dev/phone`).
+async fn phone_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../assets/phone.js"),
     )
 }
 
