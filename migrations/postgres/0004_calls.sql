@@ -1,11 +1,14 @@
 -- Telephone calls: the voice menu keeps each call's step here, so that any instance answers
--- the next webhook. `seq` counts the steps answered: a webhook carries the number of the step
--- it answers, and only the one matching `seq` moves the call on (a replay gets `last_twiml`).
+-- the next webhook. A webhook carries the number of the step it answers; the request that
+-- moves `seq` from that number (compare-and-set) is the only one that acts, and `answered`
+-- catches up when its answer, `last_twiml`, is written. Any other request — a replay, a
+-- duplicate racing it — gets that answer and changes nothing.
 CREATE TABLE calls (
     call_sid     TEXT        PRIMARY KEY,
     commune_id   BIGINT      NOT NULL REFERENCES communes (id),
     caller       TEXT        NOT NULL,
     seq          BIGINT      NOT NULL DEFAULT 0,
+    answered     BIGINT      NOT NULL DEFAULT 0,
     state        TEXT        NOT NULL,
     last_twiml   TEXT        NOT NULL,
     outcome      TEXT        CHECK (outcome IN ('booked', 'cancelled', 'moved', 'transferred', 'abandoned', 'failed')),

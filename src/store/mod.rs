@@ -232,8 +232,10 @@ pub struct CallRecord {
     pub call_sid: String,
     pub commune_id: CommuneId,
     pub caller: String,
-    /// Steps answered so far.
+    /// The step being answered (claimed) …
     pub seq: i64,
+    /// … and the last one whose answer is written: equal when no request is acting.
+    pub answered: i64,
     /// The interpreter's state (JSON).
     pub state: String,
     /// The TwiML of the last step, for a replayed webhook.
@@ -399,8 +401,10 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool>;
     async fn call(&self, call_sid: &str) -> Result<Option<CallRecord>>;
-    /// Moves a call from step `seq` to the next one with its new state and TwiML; false (and
-    /// nothing written) when the call is not at `seq` any more — a replayed webhook.
+    /// Claims step `seq` of a live call for the request answering it; false when another
+    /// request has it or had it (a replay, a duplicate), or the call ended.
+    async fn claim_call_step(&self, call_sid: &str, seq: i64, now: DateTime<Utc>) -> Result<bool>;
+    /// Writes the answer to the claimed step `seq`: the new state and TwiML.
     #[allow(clippy::too_many_arguments)]
     async fn advance_call(
         &self,
@@ -836,14 +840,16 @@ mod sql {
     pub const START_CALL: &str = "INSERT INTO calls (call_sid, commune_id, caller, seq, state, \
         last_twiml, started_at, updated_at) VALUES ($1, $2, $3, 0, $4, $5, $6, $6) \
         ON CONFLICT (call_sid) DO NOTHING";
-    pub const CALL: &str = "SELECT call_sid, commune_id, caller, seq, state, last_twiml, outcome, \
-        spoken_name, started_at, ended_at FROM calls WHERE call_sid = $1";
-    pub const ADVANCE_CALL: &str = "UPDATE calls SET seq = seq + 1, state = $3, last_twiml = $4, \
-        outcome = COALESCE($5, outcome), spoken_name = COALESCE($6, spoken_name), updated_at = $7 \
-        WHERE call_sid = $1 AND seq = $2";
+    pub const CALL: &str = "SELECT call_sid, commune_id, caller, seq, answered, state, last_twiml, \
+        outcome, spoken_name, started_at, ended_at FROM calls WHERE call_sid = $1";
+    pub const CLAIM_CALL_STEP: &str = "UPDATE calls SET seq = seq + 1, updated_at = $3 \
+        WHERE call_sid = $1 AND seq = $2 AND answered = $2 AND ended_at IS NULL";
+    pub const ADVANCE_CALL: &str = "UPDATE calls SET answered = seq, state = $3, last_twiml = $4, \
+        outcome = $5, spoken_name = COALESCE($6, spoken_name), updated_at = $7 \
+        WHERE call_sid = $1 AND seq = $2 + 1";
     pub const END_CALL: &str = "UPDATE calls SET ended_at = $3, outcome = COALESCE(outcome, $2), \
         updated_at = $3 WHERE call_sid = $1 AND ended_at IS NULL RETURNING call_sid, commune_id, \
-        caller, seq, state, last_twiml, outcome, spoken_name, started_at, ended_at";
+        caller, seq, answered, state, last_twiml, outcome, spoken_name, started_at, ended_at";
     pub const VOICE_SETTINGS: &str =
         "SELECT voice, language, flow FROM commune_voice WHERE commune_id = $1";
     pub const SET_VOICE_SETTINGS: &str = "INSERT INTO commune_voice (commune_id, voice, language, \

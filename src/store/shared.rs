@@ -358,6 +358,23 @@ macro_rules! impl_store {
                 Ok(row.map(CallRecord::from))
             }
 
+            async fn claim_call_step(
+                &self,
+                call_sid: &str,
+                seq: i64,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let _writer = self.writer().await;
+                let done = sqlx::query(sql::CLAIM_CALL_STEP)
+                    .bind(call_sid)
+                    .bind(seq)
+                    .bind(ts(now))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn advance_call(
                 &self,
                 call_sid: &str,

@@ -38,6 +38,7 @@ const SLOTS_AT_ONCE: usize = 2;
 
 /// What the interpreter remembers of a call between webhooks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct CallState {
     pub flow: String,
     pub node: String,
@@ -55,6 +56,8 @@ pub struct CallState {
     pub after: Option<i64>,
     /// The slots read out, by key (start as Unix seconds, location).
     pub offered: Vec<(i64, i64)>,
+    /// Whether more slots follow those read ("plus tard" is offered).
+    pub more: bool,
     /// The appointment being booked (held) by this call.
     pub appointment: Option<AppointmentId>,
     /// The appointment found to cancel or move, and the slot chosen for the move.
@@ -64,6 +67,10 @@ pub struct CallState {
     pub mobile: Option<String>,
     pub name: Option<String>,
     pub code_tries: u8,
+    /// The caller proved, with a code, that the target appointment is theirs.
+    pub verified: bool,
+    /// The node that reads slots, to go back to when a chosen slot slipped away.
+    pub slots_node: String,
     pub outcome: Option<String>,
 }
 
@@ -85,8 +92,8 @@ pub enum Input {
     Digits(String),
     Speech(String),
     Silence,
-    /// The transfer leg ended.
-    DialEnded,
+    /// The transfer leg ended, with the provider's `DialCallStatus`.
+    DialEnded(String),
 }
 
 #[derive(Clone)]
@@ -116,6 +123,9 @@ struct Turn<'a> {
     now: DateTime<Utc>,
     /// The step number the answer's URLs carry.
     seq: i64,
+    /// Nodes entered while answering: a flow whose steps send each other round in circles
+    /// ends the call with an error instead of exhausting the stack.
+    depth: u8,
 }
 
 type Result<T> = std::result::Result<T, BookingError>;
@@ -210,6 +220,7 @@ impl Ivr {
             },
             now,
             seq: 0,
+            depth: 0,
         };
         let start = flow.start.clone();
         let answer = turn.enter_or_fail(&start, Vec::new()).await;
@@ -243,15 +254,24 @@ impl Ivr {
         let Some(call) = self.store().call(call_sid).await? else {
             return Ok(None);
         };
-        if call.seq != seq || call.ended_at.is_some() {
-            // A replay, or a step answered already: nothing happens twice.
-            return Ok(Some(call.last_twiml));
+        let now = self.engine.now();
+        if call.seq != seq
+            || call.answered != seq
+            || call.ended_at.is_some()
+            || !self.store().claim_call_step(call_sid, seq, now).await?
+        {
+            // A replay, a duplicate racing the first request, or a step answered already:
+            // nothing happens twice; the answer given (or about to be) is the answer.
+            return self.answer_given(call_sid).await.map(Some);
         }
         let Some(commune) = self.store().commune(call.commune_id).await? else {
             return Ok(None);
         };
         let settings = self.settings(&commune).await?;
-        let state: CallState = serde_json::from_str(&call.state).unwrap_or_default();
+        let state: CallState = serde_json::from_str(&call.state).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "call state unreadable: the call starts over");
+            CallState::default()
+        });
         let flow = self
             .data
             .flows
@@ -264,8 +284,9 @@ impl Ivr {
             flow,
             prompts: self.prompts_for(&settings),
             state,
-            now: self.engine.now(),
+            now,
             seq: seq + 1,
+            depth: 0,
         };
         let answer = match turn.answer(input).await {
             Ok(answer) => answer,
@@ -273,8 +294,7 @@ impl Ivr {
         };
         let twiml = voice_response(&answer, &Self::speaker(&settings));
         let state = serde_json::to_string(&turn.state).unwrap_or_default();
-        let moved = self
-            .store()
+        self.store()
             .advance_call(
                 call_sid,
                 seq,
@@ -285,12 +305,38 @@ impl Ivr {
                 turn.now,
             )
             .await?;
-        if moved {
-            Ok(Some(twiml))
-        } else {
-            // Another instance answered this step first: its answer stands.
-            Ok(self.store().call(call_sid).await?.map(|c| c.last_twiml))
+        // The caller may have hung up while this step held a slot: let it go now.
+        if let Some(id) = turn.state.appointment
+            && self
+                .store()
+                .call(call_sid)
+                .await?
+                .is_some_and(|c| c.ended_at.is_some())
+            && let Err(e) = self.engine.release_hold(id).await
+        {
+            tracing::warn!(error = %e, "could not release the hold of an ended call");
         }
+        Ok(Some(twiml))
+    }
+
+    /// The answer of the call's current step, waiting a moment if another request is still
+    /// writing it.
+    async fn answer_given(&self, call_sid: &str) -> std::result::Result<String, StoreError> {
+        for _ in 0..100 {
+            match self.store().call(call_sid).await? {
+                Some(call) if call.answered < call.seq && call.ended_at.is_none() => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Some(call) => return Ok(call.last_twiml),
+                None => break,
+            }
+        }
+        Ok(self
+            .store()
+            .call(call_sid)
+            .await?
+            .map(|c| c.last_twiml)
+            .unwrap_or_default())
     }
 
     /// The call ended (status callback): its outcome is recorded and a hold it left behind is
@@ -411,6 +457,13 @@ impl<'a> Turn<'a> {
         mut name: String,
         mut before: Vec<String>,
     ) -> Result<VoiceAnswer> {
+        self.depth += 1;
+        if self.depth > 24 {
+            return Err(BookingError::Store(StoreError::Corrupt(format!(
+                "flow {} goes round in circles at {name}",
+                self.state.flow
+            ))));
+        }
         // Steps with nothing to ask skip to their next node; a flow cannot loop forever on
         // them (each skip is a different step), but guard anyway.
         for _ in 0..16 {
@@ -521,7 +574,10 @@ impl<'a> Turn<'a> {
                 }
                 self.ask(b, question, Expect::Digits(1))
             }
-            Step::HearSlots => return self.hear_slots(node, b).await,
+            Step::HearSlots => {
+                self.state.slots_node = self.state.node.clone();
+                return self.hear_slots_at(node, b).await;
+            }
             Step::OtherDay => {
                 let question = if self.state.sub == 0 {
                     vec![self.t("other_day", &[])]
@@ -553,7 +609,7 @@ impl<'a> Turn<'a> {
                     }
                 }
             }
-            Step::SayName => self.ask(b, vec![self.t("say_name", &[])], Expect::Speech),
+            Step::SayName => self.ask(b, vec![self.t("say_name", &[])], Expect::SpeechOrKeys),
             Step::EnterCode => {
                 let phone = spoken::phone(self.state.mobile.as_deref().unwrap_or(""));
                 let key = if self.state.sub == 0 {
@@ -569,7 +625,7 @@ impl<'a> Turn<'a> {
                 )
             }
             Step::FindAppointment => return self.find_appointment(node, b).await,
-            Step::Cancel | Step::Move => return self.ask_check_code(node, b).await,
+            Step::Cancel | Step::Move => return self.ask_confirmation(node, b).await,
             Step::Transfer => {
                 let (answer, next) = self.transfer(b, node.exit("next"));
                 match answer {
@@ -592,17 +648,30 @@ impl<'a> Turn<'a> {
             let start = self.flow.start.clone();
             return self.enter(&start, Vec::new()).await;
         };
-        if input == Input::DialEnded {
-            return Ok(self.goodbye(Vec::new()));
+        if let Input::DialEnded(status) = &input {
+            if status == "completed" || status == "answered" {
+                return Ok(self.goodbye(Vec::new()));
+            }
+            // Nobody answered: the caller is not left in silence.
+            self.state.outcome = None;
+            let mut say = vec![self.t("switchboard_unanswered", &[])];
+            say.push(self.t(
+                "switchboard_closed",
+                &[("hours", &spoken_hours(self.commune))],
+            ));
+            let back = if node.step == Step::Transfer {
+                node.exit("next").to_owned()
+            } else {
+                current.clone()
+            };
+            return self.enter(&back, say).await;
         }
         // Everywhere: * repeats, 0 reaches a person (not while typing a number or a code).
         let typing = matches!(
             (node.step, self.state.sub),
-            (Step::EnterCode | Step::Cancel | Step::Move, _)
-                | (
-                    Step::ConfirmMobile | Step::FindAppointment | Step::OtherDay,
-                    1
-                )
+            (Step::EnterCode, _)
+                | (Step::ConfirmMobile | Step::OtherDay, 1)
+                | (Step::FindAppointment, 1 | 2)
         );
         if let Input::Digits(d) = &input {
             if d == "*" {
@@ -758,6 +827,9 @@ impl<'a> Turn<'a> {
                     .await?
             }
             Step::EnterCode => self.enter_code(node, &digits).await?,
+            Step::FindAppointment if self.state.sub == 2 => {
+                self.check_found_code(node, &digits).await?
+            }
             Step::FindAppointment => {
                 // Typing a number to look up.
                 match PhoneE164::parse(&digits)
@@ -766,13 +838,13 @@ impl<'a> Turn<'a> {
                 {
                     Some(phone) => {
                         self.state.mobile = Some(phone.as_str().to_owned());
-                        self.state.sub = 2;
+                        self.state.sub = 3;
                         Next::Again(Vec::new())
                     }
                     None => Next::Miss(self.t("mobile_invalid", &[])),
                 }
             }
-            Step::Cancel | Step::Move => self.check_code_and_act(node, &digits).await?,
+            Step::Cancel | Step::Move => self.confirm_and_act(node, &digits).await?,
         })
     }
 
@@ -955,7 +1027,7 @@ impl<'a> Turn<'a> {
             .unwrap_or_default())
     }
 
-    async fn hear_slots(
+    async fn hear_slots_at(
         &mut self,
         node: &Node,
         before: Vec<String>,
@@ -1007,6 +1079,7 @@ impl<'a> Turn<'a> {
                 &[("slot", &when), ("key", &(i + 1).to_string())],
             ));
         }
+        self.state.more = more;
         if more {
             question.push(self.t("slots_later", &[]));
         }
@@ -1016,7 +1089,7 @@ impl<'a> Turn<'a> {
 
     async fn choose_slot(&mut self, node: &Node, digits: &str) -> Result<Next> {
         match digits {
-            "3" if !self.state.offered.is_empty() => {
+            "3" if self.state.more => {
                 self.state.after = self.state.offered.last().map(|(start, _)| *start);
                 Ok(Next::Again(Vec::new()))
             }
@@ -1132,9 +1205,7 @@ impl<'a> Turn<'a> {
                     .unwrap_or_default();
                 Ok(Next::Go(next, vec![self.t("name_thanks", &[])]))
             }
-            Err(e @ (BookingError::HoldExpired | BookingError::SlotTaken)) => {
-                Ok(Next::Go(self.flow.start.clone(), vec![e.message()]))
-            }
+            Err(BookingError::HoldExpired | BookingError::SlotTaken) => Ok(self.hold_lost()),
             Err(
                 e @ (BookingError::Duplicate(_)
                 | BookingError::TooManyCodes
@@ -1142,10 +1213,29 @@ impl<'a> Turn<'a> {
             ) => {
                 let _ = self.ivr.engine.release_hold(id).await;
                 self.state.appointment = None;
-                Ok(Next::Answer(self.goodbye(vec![e.message()])))
+                // Said, not written: and where the other appointment is goes by SMS to its
+                // owner, never to whoever typed the number.
+                let key = match e {
+                    BookingError::Duplicate(_) => "duplicate",
+                    BookingError::TooManyCodes => "too_many_codes",
+                    _ => "sms_unavailable",
+                };
+                Ok(Next::Go(self.flow.start.clone(), vec![self.t(key, &[])]))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The slot chosen could not be kept: back to the slots, saying so.
+    fn hold_lost(&mut self) -> Next {
+        self.state.appointment = None;
+        let back = if self.node(&self.state.slots_node).is_some() {
+            self.state.slots_node.clone()
+        } else {
+            self.flow.start.clone()
+        };
+        self.state.after = None;
+        Next::Go(back, vec![self.t("hold_lost", &[])])
     }
 
     async fn enter_code(&mut self, node: &Node, digits: &str) -> Result<Next> {
@@ -1156,7 +1246,13 @@ impl<'a> Turn<'a> {
             // 9 then #: another code.
             return match self.ivr.engine.resend_code(id).await {
                 Ok(_) => Ok(Next::Again(vec![self.t("code_resent", &[])])),
-                Err(e @ BookingError::TooManyCodes) => Ok(Next::Again(vec![e.message()])),
+                Err(BookingError::TooManyCodes) => {
+                    Ok(Next::Again(vec![self.t("too_many_codes", &[])]))
+                }
+                Err(BookingError::SmsBudgetExhausted) => {
+                    Ok(Next::Again(vec![self.t("sms_unavailable", &[])]))
+                }
+                Err(BookingError::HoldExpired) => Ok(self.hold_lost()),
                 Err(e) => Err(e),
             };
         }
@@ -1188,15 +1284,12 @@ impl<'a> Turn<'a> {
                 tracing::info!(appointment = %appointment.id, "booked by telephone");
                 Ok(Next::Go(node.exit("next").to_owned(), say))
             }
-            Err(BookingError::WrongCode { .. } | BookingError::CodeExpired) => {
-                Ok(self.wrong_code())
-            }
+            Err(BookingError::WrongCode { .. }) => Ok(self.wrong_code()),
+            Err(BookingError::CodeExpired) => Ok(Next::Again(vec![self.t("code_expired", &[])])),
             Err(BookingError::CodeBurnt) => Ok(Next::Answer(
                 self.goodbye(vec![self.t("code_too_many", &[])]),
             )),
-            Err(e @ (BookingError::HoldExpired | BookingError::SlotTaken)) => {
-                Ok(Next::Go(self.flow.start.clone(), vec![e.message()]))
-            }
+            Err(BookingError::HoldExpired | BookingError::SlotTaken) => Ok(self.hold_lost()),
             Err(e) => Err(e),
         }
     }
@@ -1211,20 +1304,31 @@ impl<'a> Turn<'a> {
 
     // --- Existing appointments -------------------------------------------------------------
 
+    /// Finds the caller's next appointment here (by their number, or one typed), sends a
+    /// code to its mobile and reads it out only once the code is typed: a number typed or
+    /// shown on a call proves nothing.
     async fn find_appointment(
         &mut self,
         node: &Node,
         before: Vec<String>,
     ) -> Result<Option<VoiceAnswer>> {
-        let caller = PhoneE164::parse(&self.state.caller)
-            .ok()
-            .filter(|p| p.is_french_mobile())
-            .map(|p| p.as_str().to_owned());
-        let phone = match self.state.sub {
-            0 => caller,
-            _ => self.state.mobile.clone(),
-        };
         let mut say = before;
+        if self.state.sub == 2 {
+            let phone = spoken::phone(self.state.mobile.as_deref().unwrap_or(""));
+            return Ok(Some(self.ask(
+                say,
+                vec![self.t("find_code", &[("phone", &phone)])],
+                Expect::Digits(6),
+            )));
+        }
+        let phone = match self.state.sub {
+            0 => PhoneE164::parse(&self.state.caller)
+                .ok()
+                .filter(|p| p.is_french_mobile())
+                .map(|p| p.as_str().to_owned()),
+            3 => self.state.mobile.clone(),
+            _ => None,
+        };
         if let Some(phone) = &phone {
             let found = self
                 .ivr
@@ -1234,24 +1338,31 @@ impl<'a> Turn<'a> {
                 .into_iter()
                 .find(|a| a.commune_id == self.commune.id);
             if let Some(a) = found {
-                let details = self.ivr.engine.details(&a).await?;
+                match self.ivr.engine.send_check_code(a.id).await {
+                    Ok(_) => {}
+                    Err(BookingError::TooManyCodes) => {
+                        say.push(self.t("too_many_codes", &[]));
+                        return Ok(Some(self.goodbye(say)));
+                    }
+                    Err(BookingError::SmsBudgetExhausted | BookingError::CannotReceiveSms) => {
+                        say.push(self.t("sms_unavailable", &[]));
+                        return Ok(Some(self.goodbye(say)));
+                    }
+                    Err(e) => return Err(e),
+                }
                 self.state.target = Some(a.id);
-                self.state.from = None;
-                self.state.part = None;
-                self.state.after = None;
-                say.push(self.t(
-                    "found",
-                    &[
-                        ("slot", &self.spoken_at(a.starts_at)),
-                        ("place", &details.location.name),
-                        ("service", &details.service.spoken_name),
-                    ],
-                ));
-                let next = node.exit("next").to_owned();
-                return self.enter(&next, say).await.map(Some);
+                self.state.verified = false;
+                self.state.mobile = Some(phone.clone());
+                self.state.code_tries = 0;
+                self.state.sub = 2;
+                return Ok(Some(self.ask(
+                    say,
+                    vec![self.t("find_code", &[("phone", &spoken::phone(phone))])],
+                    Expect::Digits(6),
+                )));
             }
             say.push(self.t("found_none", &[("phone", &spoken::phone(phone))]));
-            if self.state.sub >= 1 {
+            if self.state.sub == 3 {
                 let none = node.exit("none").to_owned();
                 return self.enter(&none, say).await.map(Some);
             }
@@ -1264,45 +1375,28 @@ impl<'a> Turn<'a> {
         )))
     }
 
-    async fn ask_check_code(
-        &mut self,
-        node: &Node,
-        before: Vec<String>,
-    ) -> Result<Option<VoiceAnswer>> {
-        let Some(target) = self.state.target else {
-            let start = self.flow.start.clone();
-            return self.enter(&start, before).await.map(Some);
-        };
-        if self.state.sub == 0 {
-            // Sent once per visit of the node; `*` repeats the question without a new code.
-            self.ivr.engine.send_check_code(target).await?;
-            self.state.sub = 1;
-            self.state.code_tries = 0;
-        }
-        let a = self.appointment(target).await?;
-        let phone = spoken::phone(a.citizen.phone.as_ref().map_or("", |p| p.as_str()));
-        let question = match node.step {
-            Step::Move => {
-                let (start, _) = self.state.chosen.unwrap_or((0, 0));
-                let when = self.spoken_at(DateTime::from_timestamp(start, 0).unwrap_or(self.now));
-                self.t("move_code", &[("slot", &when), ("phone", &phone)])
-            }
-            _ => self.t("cancel_code", &[("phone", &phone)]),
-        };
-        Ok(Some(self.ask(before, vec![question], Expect::Digits(6))))
-    }
-
-    async fn check_code_and_act(&mut self, node: &Node, digits: &str) -> Result<Next> {
+    /// The code typed to hear an appointment found.
+    async fn check_found_code(&mut self, node: &Node, digits: &str) -> Result<Next> {
         let Some(target) = self.state.target else {
             return Ok(Next::Go(self.flow.start.clone(), Vec::new()));
         };
+        if digits == "9" {
+            return match self.ivr.engine.send_check_code(target).await {
+                Ok(_) => Ok(Next::Again(vec![self.t("code_resent", &[])])),
+                Err(BookingError::TooManyCodes) => {
+                    Ok(Next::Again(vec![self.t("too_many_codes", &[])]))
+                }
+                Err(e) => Err(e),
+            };
+        }
         let Ok(code) = OtpCode::parse(digits) else {
             return Ok(self.wrong_code());
         };
         match self.ivr.engine.check_code(target, &code).await {
             Ok(()) => {}
-            Err(BookingError::WrongCode { .. } | BookingError::CodeExpired) => {
-                return Ok(self.wrong_code());
+            Err(BookingError::WrongCode { .. }) => return Ok(self.wrong_code()),
+            Err(BookingError::CodeExpired) => {
+                return Ok(Next::Again(vec![self.t("code_expired", &[])]));
             }
             Err(BookingError::CodeBurnt) => {
                 return Ok(Next::Answer(
@@ -1311,6 +1405,53 @@ impl<'a> Turn<'a> {
             }
             Err(e) => return Err(e),
         }
+        self.state.verified = true;
+        self.state.from = None;
+        self.state.part = None;
+        self.state.after = None;
+        let a = self.appointment(target).await?;
+        let details = self.ivr.engine.details(&a).await?;
+        let found = self.t(
+            "found",
+            &[
+                ("slot", &self.spoken_at(a.starts_at)),
+                ("place", &details.location.name),
+                ("service", &details.service.spoken_name),
+            ],
+        );
+        Ok(Next::Go(node.exit("next").to_owned(), vec![found]))
+    }
+
+    /// Cancel or move: the caller proved the appointment is theirs; one key confirms.
+    async fn ask_confirmation(
+        &mut self,
+        node: &Node,
+        before: Vec<String>,
+    ) -> Result<Option<VoiceAnswer>> {
+        if self.state.target.is_none() || !self.state.verified {
+            let start = self.flow.start.clone();
+            return self.enter(&start, before).await.map(Some);
+        }
+        let question = match node.step {
+            Step::Move => {
+                let (start, _) = self.state.chosen.unwrap_or((0, 0));
+                let when = self.spoken_at(DateTime::from_timestamp(start, 0).unwrap_or(self.now));
+                self.t("move_confirm", &[("slot", &when)])
+            }
+            _ => self.t("cancel_confirm", &[]),
+        };
+        Ok(Some(self.ask(before, vec![question], Expect::Digits(1))))
+    }
+
+    async fn confirm_and_act(&mut self, node: &Node, digits: &str) -> Result<Next> {
+        let Some(target) = self.state.target.filter(|_| self.state.verified) else {
+            return Ok(Next::Go(self.flow.start.clone(), Vec::new()));
+        };
+        match digits {
+            "1" => {}
+            "2" => return Ok(Next::Go(self.flow.start.clone(), vec![self.t("kept", &[])])),
+            _ => return Ok(Next::Miss(self.t("wrong_key", &[]))),
+        }
         let next = node.exit("next").to_owned();
         if node.step == Step::Cancel {
             self.ivr
@@ -1318,6 +1459,7 @@ impl<'a> Turn<'a> {
                 .cancel(target, &Cancellation::ByCitizen)
                 .await?;
             self.state.outcome = Some("cancelled".into());
+            self.state.verified = false;
             return Ok(Next::Go(next, vec![self.t("cancelled", &[])]));
         }
         let Some((start, location)) = self.state.chosen else {
@@ -1335,9 +1477,7 @@ impl<'a> Turn<'a> {
                     vec![self.t("moved", &[("slot", &when), ("place", &place)])],
                 ))
             }
-            Err(BookingError::SlotTaken | BookingError::SlotUnavailable) => {
-                Ok(Next::Answer(self.goodbye(vec![self.t("slot_taken", &[])])))
-            }
+            Err(BookingError::SlotTaken | BookingError::SlotUnavailable) => Ok(self.hold_lost()),
             Err(e) => Err(e),
         }
     }

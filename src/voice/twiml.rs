@@ -36,6 +36,8 @@ pub enum Expect {
     Digits(u32),
     /// A sentence said aloud, transcribed.
     Speech,
+    /// A sentence, or keys (`*` to hear again, `0` for a person).
+    SpeechOrKeys,
 }
 
 /// One voice answer: sentences, then perhaps a `<Gather>` (whose sentences a key press
@@ -94,8 +96,16 @@ pub fn voice_response(answer: &VoiceAnswer, speaker: &Speaker) -> String {
                             .with_attribute(("finishOnKey", "#"))
                             .with_attribute(("timeout", if *n == *"1" { "6" } else { "10" }))
                     }
-                    Expect::Speech => gather
-                        .with_attribute(("input", "speech"))
+                    Expect::Speech | Expect::SpeechOrKeys => gather
+                        .with_attribute((
+                            "input",
+                            if *expect == Expect::Speech {
+                                "speech"
+                            } else {
+                                "dtmf speech"
+                            },
+                        ))
+                        .with_attribute(("numDigits", "1"))
                         .with_attribute(("language", speaker.language.as_str()))
                         .with_attribute(("speechTimeout", "auto"))
                         .with_attribute(("timeout", "6")),

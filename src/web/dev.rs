@@ -95,7 +95,7 @@ pub async fn phone_call(State(state): State<AppState>, Json(step): Json<PhoneSte
         };
         let seq = get("s").and_then(|s| s.parse().ok()).unwrap_or(-1);
         let input = if get("dial").is_some() {
-            Input::DialEnded
+            Input::DialEnded("completed".into())
         } else if let Some(speech) = step.speech.filter(|s| !s.trim().is_empty()) {
             Input::Speech(speech)
         } else {

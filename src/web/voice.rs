@@ -23,10 +23,29 @@ fn twiml(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }
 
+/// Our failure: a French apology and the end of the call, rather than a 5xx that the
+/// provider would answer with its own English message.
 fn failed(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "voice webhook failed");
-    // Twilio then plays its own error or calls the fallback URL.
-    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    apology()
+}
+
+fn apology() -> Response {
+    let answer = crate::voice::twiml::VoiceAnswer {
+        say: vec![
+            "Un problème technique nous empêche de continuer. Veuillez nous excuser et rappeler plus tard. Au revoir."
+                .to_owned(),
+        ],
+        hangup: true,
+        ..Default::default()
+    };
+    twiml(crate::voice::twiml::voice_response(
+        &answer,
+        &crate::voice::twiml::Speaker {
+            voice: "Polly.Lea".into(),
+            language: "fr-FR".into(),
+        },
+    ))
 }
 
 /// A call comes in.
@@ -70,7 +89,11 @@ pub async fn step(
         return Ok((StatusCode::BAD_REQUEST, "CallSid is required").into_response());
     };
     let input = if q.dial.is_some() {
-        Input::DialEnded
+        Input::DialEnded(
+            param(&params, "DialCallStatus")
+                .unwrap_or("completed")
+                .to_owned(),
+        )
     } else if let Some(speech) = param(&params, "SpeechResult").filter(|s| !s.trim().is_empty()) {
         Input::Speech(speech.to_owned())
     } else {
@@ -81,7 +104,8 @@ pub async fn step(
     };
     Ok(match state.ivr.step(sid, q.s, input).await {
         Ok(Some(body)) => twiml(body),
-        Ok(None) => (StatusCode::NOT_FOUND, "unknown call").into_response(),
+        // A call this platform never started (or forgot): end it politely.
+        Ok(None) => apology(),
         Err(e) => failed(e),
     })
 }

@@ -284,3 +284,31 @@ fn a_bad_configuration_is_refused_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("missing.toml"), "{stderr}");
 }
+
+#[test]
+fn a_broken_call_flow_stops_the_start_naming_the_file_and_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("voix/voice-flows")).unwrap();
+    std::fs::write(
+        dir.path().join("voix/voice-flows/mairie.toml"),
+        "start = \"accueil\"\n[nodes.accueil]\nstep = \"danser\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_guichet"))
+        .arg("serve")
+        .env("GUICHET_VOICE_DIR", dir.path().join("voix"))
+        .env("GUICHET_LISTEN", "127.0.0.1:0")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("voice-flows/mairie.toml: node « accueil »: unknown step « danser »"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "nothing written before refusing"
+    );
+}

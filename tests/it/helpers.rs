@@ -430,6 +430,8 @@ pub struct TestAppOptions {
     pub per_ip_limits: Option<(u32, u32)>,
     /// Runs the outbox worker, as a real server does (tests otherwise call `deliver`).
     pub outbox_worker: bool,
+    /// Call flows and prompts of the communes' own.
+    pub voice_dir: Option<String>,
 }
 
 pub const PUBLIC_URL: &str = "https://rdv.guichet-mairies.fr";
@@ -452,6 +454,7 @@ impl TestApp {
             twilio_auth_token: Some(crate::fake_twilio::AUTH_TOKEN.to_owned().into()),
             admin_token: options.admin_token.map(|t| t.to_owned().into()),
             outbox_worker: options.outbox_worker,
+            voice_dir: options.voice_dir.clone(),
             holds_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.0),
             codes_per_ip_per_hour: options.per_ip_limits.map_or(0, |l| l.1),
             ..Config::default()

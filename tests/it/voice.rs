@@ -178,8 +178,9 @@ async fn book_by_phone(call: &mut Call<'_>, twilio: &FakeTwilio, app: &TestApp) 
     );
     call.press("1").await;
     assert!(
-        call.said()
-            .contains("Créneau réservé : lundi 30 novembre à 9 heures"),
+        call.said().contains(
+            "Ce créneau vous est gardé le temps de confirmer : lundi 30 novembre à 9 heures"
+        ),
         "{}",
         call.said()
     );
@@ -329,7 +330,7 @@ async fn a_wrong_code_then_the_right_one_books() {
     for key in ["1", "2", "1", "1"] {
         call.press(key).await;
     }
-    assert!(call.said().contains("Créneau réservé"), "{}", call.said());
+    assert!(call.said().contains("vous est gardé"), "{}", call.said());
     call.press("1").await;
     call.stay_silent().await; // no name said: the booking goes on
     assert!(call.said().contains("Tapez le code"), "{}", call.said());
@@ -366,7 +367,7 @@ async fn hanging_up_mid_booking_frees_the_slot_at_once() {
     for key in ["1", "2", "1", "1"] {
         call.press(key).await;
     }
-    assert!(call.said().contains("Créneau réservé"), "{}", call.said());
+    assert!(call.said().contains("vous est gardé"), "{}", call.said());
     let held = world.all_appointments().await.remove(0);
     assert_eq!(held.effective_status(world.clock.now()), Status::Held);
     call.hang_up().await;
@@ -458,6 +459,18 @@ async fn a_caller_cancels_with_a_code() {
     let booked = confirmed_for_caller(&world).await;
     let mut call = Call::dial(&app, "CA0009", CALLER, TOWN_NUMBER).await;
     call.press("2").await;
+    // Nothing of the appointment is said before the code proves the number is the caller's.
+    assert!(call.said().contains("tapez le code"), "{}", call.said());
+    assert!(!call.said().contains("décembre"), "{}", call.said());
+    call.press("111111").await;
+    assert!(
+        call.said().starts_with("Ce code n'est pas le bon."),
+        "{}",
+        call.said()
+    );
+    app.deliver().await;
+    let code = twilio.last_code(CALLER).unwrap();
+    call.press(&code).await;
     assert!(
         call.said()
             .contains("Vous avez rendez-vous le mardi 1er décembre à 10 heures"),
@@ -466,13 +479,11 @@ async fn a_caller_cancels_with_a_code() {
     );
     call.press("1").await;
     assert!(
-        call.said().contains("Pour confirmer l'annulation"),
+        call.said().contains("Pour annuler ce rendez-vous, tapez 1"),
         "{}",
         call.said()
     );
-    app.deliver().await;
-    let code = twilio.last_code(CALLER).unwrap();
-    call.press(&code).await;
+    call.press("1").await;
     assert!(
         call.said().contains("Votre rendez-vous est annulé."),
         "{}",
@@ -489,6 +500,9 @@ async fn a_caller_moves_with_a_code_to_a_chosen_day() {
     let booked = confirmed_for_caller(&world).await;
     let mut call = Call::dial(&app, "CA0010", CALLER, TOWN_NUMBER).await;
     call.press("2").await;
+    app.deliver().await;
+    let code = twilio.last_code(CALLER).unwrap();
+    call.press(&code).await;
     call.press("2").await;
     assert!(call.said().contains("Premiers créneaux"), "{}", call.said());
     call.press("4").await; // another day
@@ -502,13 +516,11 @@ async fn a_caller_moves_with_a_code_to_a_chosen_day() {
     call.press("1").await;
     assert!(
         call.said()
-            .contains("Pour confirmer le déplacement au vendredi 4 décembre"),
+            .contains("Pour déplacer votre rendez-vous au vendredi 4 décembre"),
         "{}",
         call.said()
     );
-    app.deliver().await;
-    let code = twilio.last_code(CALLER).unwrap();
-    call.press(&code).await;
+    call.press("1").await;
     assert!(
         call.said()
             .contains("Votre rendez-vous est déplacé au vendredi 4 décembre"),
@@ -718,4 +730,107 @@ async fn the_demo_phone_page_talks_to_the_voice_menu() {
     // Outside demo mode there is no such page.
     let (app, _) = town(&world).await;
     assert_eq!(app.get("/dev/phone").await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_commune_speaks_with_its_own_voice_and_its_own_flow() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("voice-flows")).unwrap();
+    std::fs::write(
+        dir.path().join("voice-flows/courte.toml"),
+        "start = \"fin\"\n[nodes.fin]\nstep = \"goodbye\"\nprompt = \"au_revoir\"\n",
+    )
+    .unwrap();
+    world
+        .store()
+        .set_voice_settings(
+            world.commune,
+            &guichet::store::VoiceSettings {
+                voice: "Polly.Mathieu".into(),
+                language: "fr-FR".into(),
+                flow: "courte".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with(
+        &world.db,
+        world.clock.clone(),
+        crate::helpers::TestAppOptions {
+            voice_dir: Some(dir.path().display().to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let call = Call::dial(&app, "CA0013", CALLER, TOWN_NUMBER).await;
+    assert!(
+        call.twiml.contains("voice=\"Polly.Mathieu\""),
+        "{}",
+        call.twiml
+    );
+    assert_eq!(call.said(), "Au revoir.");
+    assert!(call.parsed().hangup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identical_webhooks_at_once_act_once() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let (app, _) = town(&world).await;
+    let mut call = Call::dial(&app, "CA0014", CALLER, TOWN_NUMBER).await;
+    for key in ["1", "2", "1"] {
+        call.press(key).await;
+    }
+    let action = call.parsed().action.unwrap();
+    let post = || {
+        app.post_twilio(
+            &action,
+            &[
+                ("CallSid", "CA0014"),
+                ("Digits", "1"),
+                ("CallStatus", "in-progress"),
+            ],
+            Signature::Valid,
+        )
+    };
+    let (a, b) = tokio::join!(post(), post());
+    let (a, b) = (a.text().await.unwrap(), b.text().await.unwrap());
+    assert_eq!(a, b, "both get the one answer");
+    assert!(a.contains("vous est gardé"), "{a}");
+    assert_eq!(world.all_appointments().await.len(), 1, "one hold, not two");
+}
+
+#[tokio::test]
+async fn a_switchboard_that_does_not_answer_brings_the_caller_back_to_the_menu() {
+    let world = World::new(TestDb::sqlite().await).await;
+    let (app, _) = town(&world).await;
+    world.clock.set(paris("2026-11-30", 10, 0));
+    let mut call = Call::dial(&app, "CA0015", CALLER, TOWN_NUMBER).await;
+    call.press("3").await;
+    let read = read_voice_response(&call.twiml).unwrap();
+    let (number, action) = read.dial.expect("a transfer");
+    assert_eq!(number, "+33465710099");
+    let response = app
+        .post_twilio(
+            &action,
+            &[
+                ("CallSid", "CA0015"),
+                ("DialCallStatus", "no-answer"),
+                ("CallStatus", "in-progress"),
+            ],
+            Signature::Valid,
+        )
+        .await;
+    let twiml = response.text().await.unwrap();
+    let said = parse(&twiml).says.join(" ");
+    assert!(
+        said.starts_with("Le standard ne répond pas pour le moment."),
+        "{said}"
+    );
+    assert!(
+        said.contains("Prendre rendez-vous : tapez 1"),
+        "back to the menu: {said}"
+    );
+    let record = world.store().call("CA0015").await.unwrap().unwrap();
+    assert_eq!(record.outcome, None, "not counted as transferred");
 }
