@@ -141,7 +141,7 @@ async fn caller(
         let key = if rand::random::<bool>() { "1" } else { "2" };
         twiml = press(twiml, key.into()).await?;
         let text = said(&twiml)?.says.join(" ");
-        if text.contains("vous est gardé") {
+        if text.contains("Créneau gardé") {
             break;
         }
         if !text.contains("vient d'être pris") {

@@ -597,9 +597,18 @@ impl<'a> Turn<'a> {
                     .filter(|p| p.is_french_mobile());
                 match (self.state.sub, caller) {
                     (0, Some(phone)) => {
+                        // Its last two digits: the caller knows the rest, and the menu is shorter.
+                        let end = phone.as_str().get(phone.as_str().len() - 2..).unwrap_or("");
+                        let end = end.parse::<u32>().map_or(String::new(), |n| {
+                            if n < 10 {
+                                format!("zéro {}", spoken::number(n))
+                            } else {
+                                spoken::number(n)
+                            }
+                        });
                         let question = vec![self.t(
                             "mobile_confirm",
-                            &[("phone", &spoken::phone(phone.as_str()))],
+                            &[("phone", &spoken::phone(phone.as_str())), ("end", &end)],
                         )];
                         self.ask(b, question, Expect::Digits(1))
                     }
