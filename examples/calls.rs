@@ -15,10 +15,9 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use chrono::{Duration, Utc};
 use guichet::App;
 use guichet::config::Config;
-use guichet::domain::{Clock, Status, SystemClock};
+use guichet::domain::{Clock, SystemClock};
 use guichet::store;
 use guichet::voice::signature;
 use guichet::voice::twiml::read_voice_response;
@@ -252,17 +251,7 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let now = Utc::now();
-    let all = store
-        .appointments(commune, now - Duration::days(1), now + Duration::days(5))
-        .await
-        .unwrap();
-    let mut per_slot: HashMap<(i64, chrono::DateTime<Utc>), usize> = HashMap::new();
-    for a in all.iter().filter(|a| a.occupies_at(now)) {
-        *per_slot.entry((a.planning_id, a.starts_at)).or_default() += 1;
-    }
-    let overbooked: usize = per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
-    let confirmed = all.iter().filter(|a| a.status == Status::Confirmed).count();
+    let (overbooked, confirmed) = support::overbooking(store.as_ref(), commune).await;
     let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
         "booked by telephone: {} (confirmed in the database: {confirmed})   overbooked: {overbooked}   retries after \"slot taken\": {}",
@@ -276,22 +265,17 @@ async fn main() {
         s.booked as f64 / elapsed,
         s.webhook_ms.len() as f64 / elapsed
     );
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for (route, label) in [
-        ("/twilio/voice", "incoming"),
-        ("/twilio/voice/step", "step"),
-        ("/twilio/voice/status", "status"),
-    ] {
-        let (total, p50, p99) = support::server_side(&metrics, route);
-        println!("server side   {label:<9} n={total:<6} p50 ≤ {p50:>5} ms   p99 ≤ {p99:>5} ms");
-    }
+    // Server side: the Prometheus histogram guichet keeps per route (bucket bounds).
+    support::print_server_side(
+        &http,
+        &base,
+        &[
+            ("/twilio/voice", "incoming"),
+            ("/twilio/voice/step", "step"),
+            ("/twilio/voice/status", "status"),
+        ],
+    )
+    .await;
     let values = &mut s.webhook_ms;
     println!(
         "client side (includes queueing in this process): webhooks n={}   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",

@@ -11,10 +11,10 @@
 //! cargo run --release --example load -- --citizens 1000 --slots 100
 //! cargo run --release --example load -- --citizens 10000 --slots 10000 --postgres postgres://postgres@127.0.0.1/test
 
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use guichet::App;
 use guichet::config::Config;
-use guichet::domain::{Clock, Status, SystemClock};
+use guichet::domain::{Clock, SystemClock};
 use guichet::store;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -209,7 +209,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(&args.postgres, dir.path()).await;
     let store = store::connect(&url).await.expect("database");
-    let (_, service) = support::open_slots(store.as_ref(), args.slots).await;
+    let (commune, service) = support::open_slots(store.as_ref(), args.slots).await;
 
     // The local SMS provider.
     let (sms_base, phones) = support::sms_provider().await;
@@ -275,19 +275,7 @@ async fn main() {
 
     // Overbooking, counted in the database: seats of a planning never overlap, and no more
     // appointments take a slot than it has seats.
-    let communes = store.communes().await.unwrap();
-    let commune = communes.iter().find(|c| c.slug == "ruee").unwrap();
-    let now = Utc::now();
-    let all = store
-        .appointments(commune.id, now - Duration::days(1), now + Duration::days(5))
-        .await
-        .unwrap();
-    let mut per_slot: HashMap<(i64, chrono::DateTime<Utc>), usize> = HashMap::new();
-    for a in all.iter().filter(|a| a.occupies_at(now)) {
-        *per_slot.entry((a.planning_id, a.starts_at)).or_default() += 1;
-    }
-    let overbooked: usize = per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
-    let confirmed_in_db = all.iter().filter(|a| a.status == Status::Confirmed).count();
+    let (overbooked, confirmed_in_db) = support::overbooking(store.as_ref(), commune).await;
 
     let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
@@ -307,22 +295,16 @@ async fn main() {
         s.confirmed as f64 / elapsed
     );
     // Server side: the Prometheus histogram guichet keeps per route (bucket bounds).
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for (route, label) in [
-        ("/api/v1/communes/{slug}/slots", "GET slots"),
-        ("/api/v1/communes/{slug}/appointments", "POST hold"),
-        ("/api/v1/appointments/{id}/confirm", "POST confirm"),
-    ] {
-        let (total, p50, p99) = support::server_side(&metrics, route);
-        println!("server side   {label:<13} n={total:<6} p50 ≤ {p50:>5} ms   p99 ≤ {p99:>5} ms");
-    }
+    support::print_server_side(
+        &client,
+        &base,
+        &[
+            ("/api/v1/communes/{slug}/slots", "GET slots"),
+            ("/api/v1/communes/{slug}/appointments", "POST hold"),
+            ("/api/v1/appointments/{id}/confirm", "POST confirm"),
+        ],
+    )
+    .await;
     println!("client side (includes queueing in this process):");
     for (name, values) in [
         ("GET slots", &mut s.slots_ms),

@@ -195,3 +195,39 @@ pub async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64
     }
     (commune, service)
 }
+
+/// Overbooked seats (appointments beyond one per planning and slot) and confirmed bookings of a
+/// commune, counted in the database.
+pub async fn overbooking(store: &dyn guichet::store::Store, commune: i64) -> (usize, usize) {
+    let now = Utc::now();
+    let all = store
+        .appointments(commune, now - Duration::days(1), now + Duration::days(5))
+        .await
+        .unwrap();
+    let mut per_slot: HashMap<(i64, chrono::DateTime<Utc>), usize> = HashMap::new();
+    for a in all.iter().filter(|a| a.occupies_at(now)) {
+        *per_slot.entry((a.planning_id, a.starts_at)).or_default() += 1;
+    }
+    let overbooked = per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
+    let confirmed = all
+        .iter()
+        .filter(|a| a.status == guichet::domain::Status::Confirmed)
+        .count();
+    (overbooked, confirmed)
+}
+
+/// Prints, per route, the server-side latency read from guichet's `/metrics`.
+pub async fn print_server_side(http: &reqwest::Client, base: &str, routes: &[(&str, &str)]) {
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (route, label) in routes {
+        let (total, p50, p99) = server_side(&metrics, route);
+        println!("server side   {label:<13} n={total:<6} p50 ≤ {p50:>5} ms   p99 ≤ {p99:>5} ms");
+    }
+}
