@@ -721,3 +721,38 @@ async fn details_already_used_for_this_service_are_refused_without_saying_where(
         to_owner.len()
     );
 }
+
+#[tokio::test]
+async fn choosing_another_slot_lets_the_held_one_go_at_once() {
+    let db = TestDb::sqlite().await;
+    let world = World::new(db).await;
+    let (app, _) = app(&world).await;
+    let mut web = WebClient::new(&app);
+    let slots = web.get("/testville/demarche/2/creneaux").await;
+    let csrf = slots.csrf();
+    let slot = slots.first_slot().unwrap();
+    let details = web
+        .post_and_follow(
+            "/testville/reserver",
+            &[("csrf", &csrf), ("service", "2"), ("slot", &slot)],
+        )
+        .await;
+    let release = details
+        .html
+        .split("action=\"")
+        .filter_map(|rest| rest.split('"').next())
+        .find(|action| action.ends_with("/liberer"))
+        .map(str::to_owned)
+        .expect("a way to choose another slot");
+    let back = web.post_and_follow(&release, &[("csrf", &csrf)]).await;
+    assert_eq!(back.status, 200, "{}", back.html);
+    assert!(
+        back.title().starts_with("Étape 3 sur 5"),
+        "{}",
+        back.title()
+    );
+    let all = world.all_appointments().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, Status::Expired, "the seat is free again");
+    assert!(back.slots().contains(&slot), "the slot is offered again");
+}

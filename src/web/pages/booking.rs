@@ -776,6 +776,7 @@ struct DetailsPage {
     place: String,
     held_until: String,
     action: String,
+    release_action: String,
     name_fields: Vec<Field>,
     contact_fields: Vec<Field>,
     ants_fields: Vec<Field>,
@@ -892,6 +893,7 @@ fn render_details(
         place: held.details.location.name.clone(),
         held_until,
         action: format!("/rdv/{}", held.appointment.id),
+        release_action: format!("/rdv/{}/liberer", held.appointment.id),
         name_fields,
         contact_fields,
         ants_fields,
@@ -1058,6 +1060,28 @@ pub async fn details_post(
             None => Err(e.into()),
         },
     }
+}
+
+/// "Choisir un autre créneau": the slot held is let go at once (not when the hold lapses), and
+/// the citizen is back on the slots of the same service.
+pub async fn release(
+    State(state): State<AppState>,
+    csrf: Csrf,
+    Path(id): Path<String>,
+    Form(form): Form<Fields>,
+) -> Result<Response, PageError> {
+    check_csrf(&csrf, form.get("csrf"))?;
+    let held = held(&state, &id).await?;
+    state.engine.release_hold(held.appointment.id).await?;
+    let commune = &held.details.commune;
+    let from = commune.local_date(held.appointment.starts_at);
+    Ok(see_other(&slots_url(
+        commune,
+        held.appointment.service_id,
+        held.appointment.persons as u32,
+        None,
+        Some(from),
+    )))
 }
 
 /// A hold that is no longer ours: say so and offer the nearest free slots (never a silent

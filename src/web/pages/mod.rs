@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
             get(booking::code).post(booking::code_post),
         )
         .route("/rdv/{id}/renvoyer", axum::routing::post(booking::resend))
+        .route("/rdv/{id}/liberer", axum::routing::post(booking::release))
         .route("/r/{token}", get(manage::show))
         .route("/r/{token}/rdv.ics", get(manage::ics))
         .route(
