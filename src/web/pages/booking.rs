@@ -477,19 +477,19 @@ pub(super) struct SlotWindow {
 pub(super) async fn slot_window(
     state: &AppState,
     commune: &Commune,
-    service: i64,
+    probe: &SlotContext,
     persons: u32,
     location: Option<i64>,
     from: Option<NaiveDate>,
 ) -> Result<(SlotContext, SlotWindow), PageError> {
     let now = state.engine.now();
-    let today = commune.local_date(now);
-    // The horizon is the service's: read the rules once, then only the days shown.
-    let probe = state
-        .engine
-        .slot_context(commune.id, service, today, today)
-        .await?;
+    // The horizon is the service's (from the probe of today); one context covers it all, for
+    // the first free slot, the page shown and the next free slot after an empty page.
     let (first, last) = probe.search(now).bookable_dates();
+    let ctx = state
+        .engine
+        .slot_context(commune.id, probe.service.id, first, last.max(first))
+        .await?;
     let filter = |from: NaiveDate, to: NaiveDate, limit: Option<usize>| SlotFilter {
         persons,
         location,
@@ -501,10 +501,6 @@ pub(super) async fn slot_window(
         Some(d) => d.clamp(first, last.max(first)),
         None => {
             // The first page opens on the first free slot, however far.
-            let ctx = state
-                .engine
-                .slot_context(commune.id, service, first, last)
-                .await?;
             let next = state
                 .engine
                 .free_slots_in(&ctx, filter(first, last, Some(1)))
@@ -513,10 +509,6 @@ pub(super) async fn slot_window(
         }
     };
     let end = (start + Duration::days(DAYS_PER_PAGE - 1)).min(last);
-    let ctx = state
-        .engine
-        .slot_context(commune.id, service, start, end.max(start))
-        .await?;
     let mut slots = state
         .engine
         .free_slots_in(&ctx, filter(start, end, None))
@@ -529,13 +521,9 @@ pub(super) async fn slot_window(
     }
     let next_free = if slots.is_empty() && end < last {
         let after = end + Duration::days(1);
-        let later_ctx = state
-            .engine
-            .slot_context(commune.id, service, after, last)
-            .await?;
         state
             .engine
-            .free_slots_in(&later_ctx, filter(after, last, Some(1)))
+            .free_slots_in(&ctx, filter(after, last, Some(1)))
             .await?
             .first()
             .map(|s| commune.local_date(s.start))
@@ -635,7 +623,7 @@ pub async fn slots(
     let (ctx, window) = slot_window(
         &state,
         &commune,
-        service_id,
+        &probe,
         chosen.persons,
         chosen.location,
         from,

@@ -215,15 +215,12 @@ pub async fn move_slots(
         .as_deref()
         .and_then(|f| NaiveDate::parse_from_str(f, "%Y-%m-%d").ok());
     let persons = held.appointment.persons as u32;
-    let (ctx, window) = slot_window(
-        &state,
-        commune,
-        held.appointment.service_id,
-        persons,
-        None,
-        from,
-    )
-    .await?;
+    let today = commune.local_date(state.engine.now());
+    let probe = state
+        .engine
+        .slot_context(commune.id, held.appointment.service_id, today, today)
+        .await?;
+    let (ctx, window) = slot_window(&state, commune, &probe, persons, None, from).await?;
     let url = |d: Option<NaiveDate>| {
         d.map(|d| format!("/r/{token}/deplacer?from={d}"))
             .unwrap_or_default()
