@@ -23,6 +23,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a chosen slot is held while the citizen confirms.
     pub hold_minutes: u32,
+    /// How long a replacement offered by the commune (after it cancelled) stays held.
+    pub proposal_hold_hours: u32,
     pub twilio_account_sid: Option<String>,
     pub twilio_auth_token: Option<SecretString>,
     pub twilio_api_base: String,
@@ -78,6 +80,7 @@ impl Default for Config {
             public_url: String::new(),
             log_format: LogFormat::Text,
             hold_minutes: 10,
+            proposal_hold_hours: 48,
             twilio_account_sid: None,
             twilio_auth_token: None,
             twilio_api_base: "https://api.twilio.com".to_owned(),
@@ -147,6 +150,9 @@ impl Config {
         if !(0.0..1000.0).contains(&config.sms_price_eur) {
             return Err(ConfigError("sms_price_eur must be a price in euros".into()));
         }
+        if config.proposal_hold_hours == 0 {
+            return Err(ConfigError("proposal_hold_hours must be at least 1".into()));
+        }
         if config.hold_minutes == 0 {
             return Err(ConfigError("hold_minutes must be at least 1".into()));
         }
@@ -176,6 +182,7 @@ const KNOWN: &[&str] = &[
     "public_url",
     "log_format",
     "hold_minutes",
+    "proposal_hold_hours",
     "twilio_account_sid",
     "twilio_auth_token",
     "twilio_api_base",
@@ -234,6 +241,7 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("log_format", &self.log_format)
             .field("hold_minutes", &self.hold_minutes)
+            .field("proposal_hold_hours", &self.proposal_hold_hours)
             .field("twilio_account_sid", &self.twilio_account_sid)
             .field("twilio_auth_token", &secret(&self.twilio_auth_token))
             .field("twilio_api_base", &self.twilio_api_base)

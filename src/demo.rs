@@ -9,7 +9,8 @@ use crate::booking::{BookingMode, BookingRequest, Engine};
 use crate::domain::slots::SlotFilter;
 use crate::domain::{
     AntsApplicationId, Category, Channel, Channels, Citizen, CitizenName, CommuneId, Email,
-    LocationId, MinuteOfDay, PhoneE164, PlanningId, ServiceId, Weekdays, WeeklyHours, WeeklyRange,
+    LocationId, MinuteOfDay, PhoneE164, PlanningId, Role, ServiceId, Weekdays, WeeklyHours,
+    WeeklyRange,
 };
 use crate::store::{NewClosure, NewCommune, NewLocation, NewOpeningRule, NewPlanning, NewService};
 use anyhow::Context;
@@ -443,6 +444,59 @@ pub async fn seed(engine: &Engine) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// The password of every demo account.
+pub const DEMO_PASSWORD: &str = "guichet-demo";
+
+/// The demo accounts of SPEC.md: an agent and a commune administrator for each demo commune,
+/// and the platform administrator. Created when missing, only by `guichet demo` (and tests).
+pub async fn seed_accounts(store: &dyn crate::store::Store) -> anyhow::Result<Vec<(String, Role)>> {
+    let mut accounts = vec![(
+        "plateforme@guichet.demo".to_owned(),
+        "Administration de la plateforme".to_owned(),
+        Role::PlatformAdmin,
+        None,
+    )];
+    for commune in store.communes().await? {
+        if !communes().iter().any(|c| c.slug == commune.slug) {
+            continue;
+        }
+        accounts.push((
+            format!("agent@{}.demo", commune.slug),
+            format!("Agent d'accueil, {}", commune.name),
+            Role::Agent,
+            Some(commune.id),
+        ));
+        accounts.push((
+            format!("admin@{}.demo", commune.slug),
+            format!("Administrateur, {}", commune.name),
+            Role::CommuneAdmin,
+            Some(commune.id),
+        ));
+    }
+    let now = chrono::Utc::now();
+    let mut listed = Vec::new();
+    for (email, name, role, commune_id) in accounts {
+        if store.agent_by_email(&email).await?.is_none() {
+            let password_hash = crate::accounts::hash_password(DEMO_PASSWORD)?;
+            store
+                .insert_agent(
+                    &crate::store::NewAgent {
+                        email: email.clone(),
+                        name,
+                        password_hash,
+                        role,
+                        commune_id,
+                    },
+                    now,
+                )
+                .await
+                .with_context(|| format!("demo account {email}"))?;
+        }
+        listed.push((email, role));
+    }
+    Ok(listed)
+}
+
 fn next(from: NaiveDate, day: Weekday) -> NaiveDate {
     let ahead = (7 + day.num_days_from_monday() - from.weekday().num_days_from_monday()) % 7;
     from + Duration::days(i64::from(if ahead == 0 { 7 } else { ahead }))
@@ -604,6 +658,13 @@ pub async fn banner(app: &App, seeded: bool) -> anyhow::Result<String> {
                 service.name, commune.slug, service.id
             )?;
         }
+    }
+    writeln!(
+        out,
+        "\n  Espace des agents : {base}/agent   (mot de passe de tous les comptes : {DEMO_PASSWORD})"
+    )?;
+    for agent in state.store().agents(None).await? {
+        writeln!(out, "    {:<32} {}", agent.email, agent.role.label())?;
     }
     writeln!(
         out,

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod booking;
 pub mod config;
 pub mod demo;
@@ -51,8 +52,11 @@ impl App {
     /// its URL is, the console otherwise.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config, demo: bool) -> Self {
         install_crypto_provider();
-        let mut engine =
-            Engine::new(store, clock, config.hold_duration()).with_public_url(&config.public_url);
+        let mut engine = Engine::new(store, clock, config.hold_duration())
+            .with_public_url(&config.public_url)
+            .with_proposal_hold(chrono::Duration::hours(i64::from(
+                config.proposal_hold_hours,
+            )));
         if let Some(key) = &config.secret_key {
             engine = engine.with_otp_key(key.expose_secret().as_bytes());
         }
@@ -277,6 +281,9 @@ pub async fn run_server(mut config: Config, demo: bool) -> anyhow::Result<()> {
         let seeded = demo::seed(app.engine())
             .await
             .context("cannot write the demo data")?;
+        demo::seed_accounts(app.engine().store().as_ref())
+            .await
+            .context("cannot create the demo accounts")?;
         println!("{}", demo::banner(&app, seeded).await?);
     }
     let address = listener.local_addr()?;

@@ -56,6 +56,8 @@ pub enum BookingError {
     SmsBudgetExhausted,
     #[error("this number cannot receive SMS")]
     CannotReceiveSms,
+    #[error("period ends before it starts")]
+    InvalidPeriod,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -88,6 +90,7 @@ impl BookingError {
             BookingError::TooManyCodes => "too_many_codes",
             BookingError::SmsBudgetExhausted => "sms_budget_exhausted",
             BookingError::CannotReceiveSms => "cannot_receive_sms",
+            BookingError::InvalidPeriod => "invalid_period",
             BookingError::Store(_) => "internal_error",
         }
     }
@@ -190,6 +193,9 @@ impl BookingError {
             }
             BookingError::CannotReceiveSms => {
                 "Ce numéro ne peut pas recevoir le code par SMS (numéro fixe, surtaxé ou étranger). Indiquez un numéro de mobile français ou une adresse e-mail.".into()
+            }
+            BookingError::InvalidPeriod => {
+                "La fin de la période doit venir après son début.".into()
             }
             BookingError::Store(_) => {
                 "Le service est momentanément indisponible. Réessayez dans quelques minutes.".into()

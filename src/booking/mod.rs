@@ -17,7 +17,10 @@
 //!   retried a few times; nothing is half-written in between.
 
 mod citizen;
+mod commune;
 mod error;
+
+pub use commune::CommuneCancellation;
 
 pub use error::BookingError;
 
@@ -111,6 +114,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     hold_duration: Duration,
+    /// How long a replacement offered by the commune stays held for the citizen.
+    proposal_hold: Duration,
     notifier: Notifier,
     /// Keys the hashes of one-time codes; shared by every instance (see `App::connect`).
     otp_key: Arc<[u8]>,
@@ -162,6 +167,7 @@ impl Engine {
             store,
             clock,
             hold_duration,
+            proposal_hold: Duration::hours(48),
             notifier: Notifier::new("http://127.0.0.1:8080"),
             otp_key: Arc::from(key.as_slice()),
             wake: Arc::new(Notify::new()),
@@ -171,6 +177,11 @@ impl Engine {
 
     pub fn with_public_url(mut self, public_url: &str) -> Self {
         self.notifier = Notifier::new(public_url);
+        self
+    }
+
+    pub fn with_proposal_hold(mut self, hold: Duration) -> Self {
+        self.proposal_hold = hold;
         self
     }
 

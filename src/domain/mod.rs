@@ -3,14 +3,17 @@
 //! network, the database or the wall clock: time comes in through [`Clock`], so every rule can be
 //! tested at a daylight-saving change or on a public holiday.
 
+pub mod charts;
 pub mod clock;
 pub mod gsm7;
 pub mod holidays;
 pub mod model;
 pub mod otp;
+pub mod pricing;
 pub mod reminders;
 pub mod slots;
 pub mod spoken;
+pub mod stats;
 pub mod values;
 pub mod wording;
 

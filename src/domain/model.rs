@@ -210,6 +210,30 @@ impl OpeningRule {
             && self.valid_from <= date
             && self.valid_until.is_none_or(|until| date <= until)
     }
+
+    /// Whether this rule still opens the time of an existing appointment: its planning, place,
+    /// service, day and hours. Not whether its start is on the rule's grid — a changed step
+    /// strands nobody.
+    pub fn covers(&self, a: &Appointment, tz: Tz) -> bool {
+        let start = a.starts_at.with_timezone(&tz).naive_local();
+        let end = a.ends_at.with_timezone(&tz).naive_local();
+        let end_minute = if end.date() > start.date() {
+            if end.date() > start.date() + chrono::Duration::days(1)
+                || end.time() != chrono::NaiveTime::MIN
+            {
+                return false;
+            }
+            MinuteOfDay(1440)
+        } else {
+            MinuteOfDay::of_time(end.time())
+        };
+        self.planning_id == a.planning_id
+            && self.location_id == a.location_id
+            && self.service_ids.contains(&a.service_id)
+            && self.applies_on(start.date())
+            && MinuteOfDay::of_time(start.time()) >= self.start
+            && end_minute <= self.end
+    }
 }
 
 /// A period when a planning, a location, or (with neither) the whole commune is closed.

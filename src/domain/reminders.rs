@@ -12,7 +12,9 @@ use chrono_tz::Tz;
 /// A reminder must come at least this long after the booking to be worth sending.
 pub const MIN_GAP_AFTER_BOOKING: Duration = Duration::hours(12);
 
-fn resolve(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+/// The instant of a local wall-clock time: the first minute after a spring gap, the first of the
+/// two in the autumn overlap.
+pub fn resolve(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     // In the spring gap, the wall-clock time does not exist: take the first minute after it.
     let mut probe = local;
     for _ in 0..(3 * 60) {

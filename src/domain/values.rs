@@ -334,6 +334,27 @@ named_enum!(
 );
 
 named_enum!(
+    /// What a back-office account may do: an agent runs one commune's days; a commune
+    /// administrator also configures it and reads its audit log; a platform administrator runs
+    /// the platform (communes, accounts, SMS usage) and belongs to no commune.
+    Role {
+        Agent = "agent",
+        CommuneAdmin = "commune_admin",
+        PlatformAdmin = "platform_admin",
+    }
+);
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::CommuneAdmin => "administrateur de la commune",
+            Role::PlatformAdmin => "administrateur de la plateforme",
+        }
+    }
+}
+
+named_enum!(
     /// How an appointment was booked.
     Channel {
         Web = "web",

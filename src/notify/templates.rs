@@ -376,17 +376,20 @@ pub fn commune_cancellation_sms(
             let new = local(s.commune, p.start);
             let (new_short, new_time) = (short_date(new), short_time(new));
             let accept = &p.accept_url;
+            // The offer is accepted by replying OUI or through the link: both are said.
             sms([
                 format!(
-                    "{commune} doit annuler votre RDV du {short} à {time} ({reason}). Nouveau créneau proposé : {new_short} à {new_time}. Accepter : {accept}"
+                    "{commune} doit annuler votre RDV du {short} à {time} ({reason}). Nouveau RDV proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
                 ),
                 format!(
-                    "{commune} annule votre RDV du {short} à {time}. Proposé : {new_short} à {new_time}. Accepter : {accept}"
+                    "{commune} annule votre RDV du {short} à {time}. Proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
                 ),
                 format!(
-                    "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Accepter : {accept}"
+                    "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
                 ),
-                format!("RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}."),
+                format!(
+                    "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Pour accepter, répondez OUI."
+                ),
             ])
         }
         None => sms([
@@ -533,6 +536,18 @@ pub fn sms_cancelled(commune: &Commune, appointment: &Appointment, booking_url: 
     sms([
         format!("Votre RDV du {short} à {time} est annulé. Pour en reprendre un : {booking_url}"),
         format!("Votre RDV du {short} à {time} est annulé."),
+    ])
+}
+
+/// The reply to OUI accepting a replacement: the confirmation itself follows.
+pub fn sms_proposal_accepted(commune: &Commune, appointment: &Appointment) -> String {
+    let at = local(commune, appointment.starts_at);
+    let (long, short, time) = (long_date(at), short_date(at), short_time(at));
+    sms([
+        format!(
+            "C'est noté : votre nouveau RDV du {long} à {time} est confirmé. Vous allez recevoir sa confirmation."
+        ),
+        format!("Nouveau RDV du {short} à {time} confirmé."),
     ])
 }
 

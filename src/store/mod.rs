@@ -307,10 +307,85 @@ pub enum IdempotencyState {
     Mismatch,
 }
 
+pub type AgentId = i64;
+
+/// A back-office account as stored (its password only as an argon2id hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: AgentId,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: crate::domain::Role,
+    /// `None` for a platform administrator, and only for them (the schema says so).
+    pub commune_id: Option<CommuneId>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: crate::domain::Role,
+    pub commune_id: Option<CommuneId>,
+}
+
+/// One line of the audit log: who did what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub commune_id: Option<CommuneId>,
+    pub agent_id: Option<AgentId>,
+    pub agent_email: String,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub detail: String,
+}
+
+/// What a commune administrator sets about their commune.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommuneSettings {
+    pub switchboard_number: Option<String>,
+    pub switchboard_hours: WeeklyHours,
+    pub reminder_delay_hours: i32,
+    pub quiet_start: MinuteOfDay,
+    pub quiet_end: MinuteOfDay,
+    pub sms_sender: String,
+}
+
+/// What the platform administrator sets about a commune.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommunePlatformSettings {
+    pub name: String,
+    pub population: i64,
+    pub phone_numbers: Vec<String>,
+    pub sms_daily_budget: i32,
+}
+
 /// A pending question asked by SMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmsAction {
     Cancel,
+    /// Accept the replacement the commune offered.
+    Accept,
+}
+
+impl SmsAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsAction::Cancel => "cancel",
+            SmsAction::Accept => "accept",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cancel" => Some(SmsAction::Cancel),
+            "accept" => Some(SmsAction::Accept),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]
@@ -504,6 +579,69 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_idempotent(&self, scope: &str, key: &str) -> Result<()>;
 
     async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()>;
+
+    // --- The back-office -------------------------------------------------------------------
+    async fn insert_agent(&self, agent: &NewAgent, now: DateTime<Utc>) -> Result<AgentId>;
+    /// An account by e-mail (compared without case).
+    async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>>;
+    async fn agent(&self, id: AgentId) -> Result<Option<Agent>>;
+    /// The accounts of a commune, or every account with `None`.
+    async fn agents(&self, commune: Option<CommuneId>) -> Result<Vec<Agent>>;
+    /// Deactivating an account also closes its sessions.
+    async fn set_agent_active(&self, id: AgentId, active: bool) -> Result<()>;
+    async fn insert_session(
+        &self,
+        token_hash: &str,
+        agent: AgentId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The active account a live session belongs to.
+    async fn session_agent(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Agent>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+    /// Records a failed sign-in against `key` and returns the failures since `since`
+    /// (forgetting older ones).
+    async fn record_signin_failure(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<i64>;
+    async fn signin_failures(&self, key: &str, since: DateTime<Utc>) -> Result<i64>;
+    async fn clear_signin_failures(&self, key: &str) -> Result<()>;
+    async fn insert_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// A commune's audit log, newest first.
+    async fn audit_log(&self, commune: CommuneId, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// Appointments of a commune whose citizen's name, mobile or e-mail contains `needle`
+    /// (without case), soonest to come first then the most recent, at most `limit`.
+    async fn search_appointments(
+        &self,
+        commune: CommuneId,
+        needle: &str,
+        limit: i64,
+    ) -> Result<Vec<Appointment>>;
+    /// Calls a commune received in `[from, to)`.
+    async fn calls_between(
+        &self,
+        commune: CommuneId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CallRecord>>;
+    async fn update_commune_settings(&self, id: CommuneId, s: &CommuneSettings) -> Result<()>;
+    /// Numbers move with it: a number already answered by another commune is refused
+    /// (`commune_phone_numbers_number_key`).
+    async fn update_commune_platform(
+        &self,
+        id: CommuneId,
+        s: &CommunePlatformSettings,
+    ) -> Result<()>;
+    async fn update_location(&self, location: &Location) -> Result<()>;
+    async fn update_service(&self, service: &Service) -> Result<()>;
+    async fn update_planning(&self, planning: &Planning) -> Result<()>;
+    async fn update_opening_rule(&self, id: OpeningRuleId, rule: &NewOpeningRule) -> Result<()>;
+    async fn delete_opening_rule(&self, id: OpeningRuleId) -> Result<()>;
+    async fn delete_closure(&self, id: ClosureId) -> Result<()>;
+
     async fn is_sms_opted_out(&self, phone: &str) -> Result<bool>;
     async fn set_sms_conversation(
         &self,
@@ -596,6 +734,14 @@ pub trait StoreTx: Send {
     ) -> Result<()>;
     /// The links of a moved appointment lead to its replacement.
     async fn move_manage_tokens(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()>;
+    /// Asks the number a question whose answer (OUI) acts on `appointment`.
+    async fn set_sms_conversation(
+        &mut self,
+        phone: &str,
+        appointment: AppointmentId,
+        action: SmsAction,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 
@@ -882,5 +1028,69 @@ mod sql {
     pub const PUT_CONVERSATION: &str = "INSERT INTO sms_conversations (phone, appointment_id, action, expires_at) \
         VALUES ($1, $2, $3, $4) ON CONFLICT (phone) DO UPDATE SET appointment_id = excluded.appointment_id, \
         action = excluded.action, expires_at = excluded.expires_at";
+    macro_rules! agent_columns {
+        () => {
+            "SELECT id, email, name, password_hash, role, commune_id, active, created_at FROM agents"
+        };
+    }
+    pub const INSERT_AGENT: &str = "INSERT INTO agents (email, name, password_hash, role, commune_id, \
+        created_at) VALUES (lower($1), $2, $3, $4, $5, $6) RETURNING id";
+    pub const AGENT_BY_EMAIL: &str = concat!(agent_columns!(), " WHERE email = lower($1)");
+    pub const AGENT: &str = concat!(agent_columns!(), " WHERE id = $1");
+    pub const AGENTS_OF: &str = concat!(agent_columns!(), " WHERE commune_id = $1 ORDER BY email");
+    pub const ALL_AGENTS: &str = concat!(
+        agent_columns!(),
+        " ORDER BY commune_id IS NOT NULL, commune_id, email"
+    );
+    pub const SET_AGENT_ACTIVE: &str = "UPDATE agents SET active = $2 WHERE id = $1";
+    pub const DELETE_AGENT_SESSIONS: &str = "DELETE FROM agent_sessions WHERE agent_id = $1";
+    pub const INSERT_SESSION: &str = "INSERT INTO agent_sessions (token_hash, agent_id, created_at, \
+        expires_at) VALUES ($1, $2, $3, $4)";
+    pub const SESSION_AGENT: &str = "SELECT a.id, a.email, a.name, a.password_hash, a.role, \
+        a.commune_id, a.active, a.created_at FROM agent_sessions s JOIN agents a ON a.id = s.agent_id \
+        WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.active";
+    pub const DELETE_SESSION: &str = "DELETE FROM agent_sessions WHERE token_hash = $1";
+    pub const FORGET_OLD_FAILURES: &str = "DELETE FROM signin_failures WHERE key = $1 AND at < $2";
+    pub const INSERT_FAILURE: &str = "INSERT INTO signin_failures (key, at) VALUES ($1, $2)";
+    pub const COUNT_FAILURES: &str =
+        "SELECT COUNT(*) FROM signin_failures WHERE key = $1 AND at >= $2";
+    pub const CLEAR_FAILURES: &str = "DELETE FROM signin_failures WHERE key = $1";
+    pub const INSERT_AUDIT: &str = "INSERT INTO audit_log (commune_id, agent_id, agent_email, at, \
+        action, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+    pub const AUDIT_LOG: &str = "SELECT commune_id, agent_id, agent_email, at, action, detail \
+        FROM audit_log WHERE commune_id = $1 ORDER BY at DESC, id DESC LIMIT $2";
+    /// `$2` a LIKE pattern, already lower-case with its wildcards escaped; `$4` now.
+    pub const SEARCH_APPOINTMENTS: &str = concat!(
+        appointment_columns!(),
+        " WHERE commune_id = $1 AND status NOT IN ('expired', 'moved') \
+        AND (lower(citizen_name) LIKE $2 ESCAPE '\\' OR phone LIKE $2 ESCAPE '\\' \
+        OR lower(email) LIKE $2 ESCAPE '\\') \
+        ORDER BY CASE WHEN starts_at >= $4 THEN 0 ELSE 1 END, \
+        CASE WHEN starts_at >= $4 THEN starts_at END, starts_at DESC LIMIT $3"
+    );
+    pub const CALLS_BETWEEN: &str = "SELECT call_sid, commune_id, caller, seq, answered, state, \
+        last_twiml, outcome, spoken_name, started_at, ended_at FROM calls \
+        WHERE commune_id = $1 AND started_at >= $2 AND started_at < $3 ORDER BY started_at";
+    pub const UPDATE_COMMUNE_SETTINGS: &str = "UPDATE communes SET switchboard_number = $2, \
+        switchboard_hours = $3, reminder_delay_hours = $4, quiet_start_minute = $5, \
+        quiet_end_minute = $6, sms_sender = $7 WHERE id = $1";
+    pub const UPDATE_COMMUNE_PLATFORM: &str = "UPDATE communes SET name = $2, population = $3, \
+        sms_daily_budget = $4 WHERE id = $1";
+    pub const DELETE_PHONE_NUMBERS: &str =
+        "DELETE FROM commune_phone_numbers WHERE commune_id = $1";
+    pub const UPDATE_LOCATION: &str = "UPDATE locations SET name = $2, address = $3, postcode = $4, \
+        city = $5, access_notes = $6, active = $7 WHERE id = $1";
+    pub const UPDATE_SERVICE: &str = "UPDATE services SET name = $2, spoken_name = $3, category = $4, \
+        duration_minutes = $5, max_persons = $6, min_notice_minutes = $7, horizon_days = $8, \
+        channel_web = $9, channel_phone = $10, channel_agent = $11, what_to_bring = $12, active = $13 \
+        WHERE id = $1";
+    pub const UPDATE_PLANNING: &str =
+        "UPDATE plannings SET name = $2, capacity = $3, active = $4 WHERE id = $1";
+    pub const UPDATE_RULE: &str = "UPDATE opening_rules SET planning_id = $2, location_id = $3, \
+        weekdays = $4, start_minute = $5, end_minute = $6, step_minutes = $7, valid_from = $8, \
+        valid_until = $9 WHERE id = $1";
+    pub const DELETE_RULE_SERVICES: &str = "DELETE FROM opening_rule_services WHERE rule_id = $1";
+    pub const DELETE_RULE: &str = "DELETE FROM opening_rules WHERE id = $1";
+    pub const DELETE_CLOSURE: &str = "DELETE FROM closures WHERE id = $1";
     pub const TAKE_CONVERSATION: &str = "DELETE FROM sms_conversations WHERE phone = $1 RETURNING appointment_id, action, expires_at";
 }

@@ -476,3 +476,55 @@ impl From<CallRow> for super::CallRecord {
         }
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: String,
+    pub commune_id: Option<i64>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<AgentRow> for super::Agent {
+    type Error = StoreError;
+    fn try_from(r: AgentRow) -> Result<Self> {
+        Ok(Self {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            password_hash: r.password_hash,
+            role: crate::domain::Role::parse(&r.role)
+                .ok_or_else(|| corrupt(format!("agent role {}", r.role)))?,
+            commune_id: r.commune_id,
+            active: r.active,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditRow {
+    pub commune_id: Option<i64>,
+    pub agent_id: Option<i64>,
+    pub agent_email: String,
+    pub at: DateTime<Utc>,
+    pub action: String,
+    pub detail: String,
+}
+
+impl From<AuditRow> for super::AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            commune_id: r.commune_id,
+            agent_id: r.agent_id,
+            agent_email: r.agent_email,
+            at: r.at,
+            action: r.action,
+            detail: r.detail,
+        }
+    }
+}

@@ -737,6 +737,375 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn insert_agent(&self, a: &NewAgent, now: DateTime<Utc>) -> Result<AgentId> {
+                let _writer = self.writer().await;
+                sqlx::query_scalar(sql::INSERT_AGENT)
+                    .bind(&a.email)
+                    .bind(&a.name)
+                    .bind(&a.password_hash)
+                    .bind(a.role.as_str())
+                    .bind(a.commune_id)
+                    .bind(ts(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn agent_by_email(&self, email: &str) -> Result<Option<Agent>> {
+                let row: Option<AgentRow> = sqlx::query_as(sql::AGENT_BY_EMAIL)
+                    .bind(email)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Agent::try_from).transpose()
+            }
+
+            async fn agent(&self, id: AgentId) -> Result<Option<Agent>> {
+                let row: Option<AgentRow> = sqlx::query_as(sql::AGENT)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Agent::try_from).transpose()
+            }
+
+            async fn agents(&self, commune: Option<CommuneId>) -> Result<Vec<Agent>> {
+                let rows: Vec<AgentRow> = match commune {
+                    Some(c) => sqlx::query_as(sql::AGENTS_OF).bind(c).fetch_all(&self.pool).await,
+                    None => sqlx::query_as(sql::ALL_AGENTS).fetch_all(&self.pool).await,
+                }
+                .map_err(map_err)?;
+                rows.into_iter().map(Agent::try_from).collect()
+            }
+
+            async fn set_agent_active(&self, id: AgentId, active: bool) -> Result<()> {
+                let (_writer, mut tx) = self.write_tx().await?;
+                sqlx::query(sql::SET_AGENT_ACTIVE)
+                    .bind(id)
+                    .bind(active)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if !active {
+                    sqlx::query(sql::DELETE_AGENT_SESSIONS)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn insert_session(
+                &self,
+                token_hash: &str,
+                agent: AgentId,
+                now: DateTime<Utc>,
+                expires_at: DateTime<Utc>,
+            ) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::INSERT_SESSION)
+                    .bind(token_hash)
+                    .bind(agent)
+                    .bind(ts(now))
+                    .bind(ts(expires_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn session_agent(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Agent>> {
+                let row: Option<AgentRow> = sqlx::query_as(sql::SESSION_AGENT)
+                    .bind(token_hash)
+                    .bind(ts(now))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(Agent::try_from).transpose()
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::DELETE_SESSION)
+                    .bind(token_hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn record_signin_failure(
+                &self,
+                key: &str,
+                now: DateTime<Utc>,
+                since: DateTime<Utc>,
+            ) -> Result<i64> {
+                let (_writer, mut tx) = self.write_tx().await?;
+                lock_key(&mut tx, key).await?;
+                sqlx::query(sql::FORGET_OLD_FAILURES)
+                    .bind(key)
+                    .bind(ts(since))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::INSERT_FAILURE)
+                    .bind(key)
+                    .bind(ts(now))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let count: i64 = sqlx::query_scalar(sql::COUNT_FAILURES)
+                    .bind(key)
+                    .bind(ts(since))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(count)
+            }
+
+            async fn signin_failures(&self, key: &str, since: DateTime<Utc>) -> Result<i64> {
+                sqlx::query_scalar(sql::COUNT_FAILURES)
+                    .bind(key)
+                    .bind(ts(since))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn clear_signin_failures(&self, key: &str) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::CLEAR_FAILURES)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::INSERT_AUDIT)
+                    .bind(e.commune_id)
+                    .bind(e.agent_id)
+                    .bind(&e.agent_email)
+                    .bind(ts(e.at))
+                    .bind(&e.action)
+                    .bind(&e.detail)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn audit_log(&self, commune: CommuneId, limit: i64) -> Result<Vec<AuditEntry>> {
+                let rows: Vec<AuditRow> = sqlx::query_as(sql::AUDIT_LOG)
+                    .bind(commune)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(AuditEntry::from).collect())
+            }
+
+            async fn search_appointments(
+                &self,
+                commune: CommuneId,
+                needle: &str,
+                limit: i64,
+            ) -> Result<Vec<Appointment>> {
+                let escaped: String = needle
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .flat_map(|c| match c {
+                        '\\' | '%' | '_' => vec!['\\', c],
+                        c => vec![c],
+                    })
+                    .collect();
+                let rows: Vec<AppointmentRow> = sqlx::query_as(sql::SEARCH_APPOINTMENTS)
+                    .bind(commune)
+                    .bind(format!("%{escaped}%"))
+                    .bind(limit)
+                    .bind(ts(Utc::now()))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.into_iter().map(Appointment::try_from).collect()
+            }
+
+            async fn calls_between(
+                &self,
+                commune: CommuneId,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<CallRecord>> {
+                let rows: Vec<CallRow> = sqlx::query_as(sql::CALLS_BETWEEN)
+                    .bind(commune)
+                    .bind(ts(from))
+                    .bind(ts(to))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(rows.into_iter().map(CallRecord::from).collect())
+            }
+
+            async fn update_commune_settings(&self, id: CommuneId, c: &CommuneSettings) -> Result<()> {
+                let _writer = self.writer().await;
+                let hours = serde_json::to_string(&c.switchboard_hours)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                sqlx::query(sql::UPDATE_COMMUNE_SETTINGS)
+                    .bind(id)
+                    .bind(&c.switchboard_number)
+                    .bind(hours)
+                    .bind(c.reminder_delay_hours)
+                    .bind(i32::from(c.quiet_start.0))
+                    .bind(i32::from(c.quiet_end.0))
+                    .bind(&c.sms_sender)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn update_commune_platform(
+                &self,
+                id: CommuneId,
+                c: &CommunePlatformSettings,
+            ) -> Result<()> {
+                let (_writer, mut tx) = self.write_tx().await?;
+                sqlx::query(sql::UPDATE_COMMUNE_PLATFORM)
+                    .bind(id)
+                    .bind(&c.name)
+                    .bind(c.population)
+                    .bind(c.sms_daily_budget)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::DELETE_PHONE_NUMBERS)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for number in &c.phone_numbers {
+                    sqlx::query(sql::INSERT_PHONE_NUMBER)
+                        .bind(number)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn update_location(&self, l: &Location) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::UPDATE_LOCATION)
+                    .bind(l.id)
+                    .bind(&l.name)
+                    .bind(&l.address)
+                    .bind(&l.postcode)
+                    .bind(&l.city)
+                    .bind(&l.access_notes)
+                    .bind(l.active)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn update_service(&self, s: &Service) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::UPDATE_SERVICE)
+                    .bind(s.id)
+                    .bind(&s.name)
+                    .bind(&s.spoken_name)
+                    .bind(s.category.as_str())
+                    .bind(s.duration_minutes)
+                    .bind(s.max_persons)
+                    .bind(s.min_notice_minutes)
+                    .bind(s.horizon_days)
+                    .bind(s.channels.web)
+                    .bind(s.channels.phone)
+                    .bind(s.channels.agent)
+                    .bind(&s.what_to_bring)
+                    .bind(s.active)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn update_planning(&self, p: &Planning) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::UPDATE_PLANNING)
+                    .bind(p.id)
+                    .bind(&p.name)
+                    .bind(p.capacity)
+                    .bind(p.active)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn update_opening_rule(&self, id: OpeningRuleId, r: &NewOpeningRule) -> Result<()> {
+                let (_writer, mut tx) = self.write_tx().await?;
+                sqlx::query(sql::UPDATE_RULE)
+                    .bind(id)
+                    .bind(r.planning_id)
+                    .bind(r.location_id)
+                    .bind(i32::from(r.weekdays.0))
+                    .bind(i32::from(r.start.0))
+                    .bind(i32::from(r.end.0))
+                    .bind(r.step_minutes)
+                    .bind(r.valid_from)
+                    .bind(r.valid_until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::DELETE_RULE_SERVICES)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for service in &r.service_ids {
+                    sqlx::query(sql::INSERT_RULE_SERVICE)
+                        .bind(id)
+                        .bind(service)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn delete_opening_rule(&self, id: OpeningRuleId) -> Result<()> {
+                let (_writer, mut tx) = self.write_tx().await?;
+                sqlx::query(sql::DELETE_RULE_SERVICES)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query(sql::DELETE_RULE)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn delete_closure(&self, id: ClosureId) -> Result<()> {
+                let _writer = self.writer().await;
+                sqlx::query(sql::DELETE_CLOSURE)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
             async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()> {
                 let _writer = self.writer().await;
                 sqlx::query(sql::INSERT_OPT_OUT)
@@ -765,9 +1134,7 @@ macro_rules! impl_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
                 let _writer = self.writer().await;
-                let action = match action {
-                    SmsAction::Cancel => "cancel",
-                };
+                let action = action.as_str();
                 sqlx::query(sql::PUT_CONVERSATION)
                     .bind(phone)
                     .bind(appointment)
@@ -792,7 +1159,10 @@ macro_rules! impl_store {
                         .await
                         .map_err(map_err)?;
                 Ok(row.and_then(|(appointment, action, expires_at)| {
-                    (expires_at > now && action == "cancel").then_some((appointment, SmsAction::Cancel))
+                    (expires_at > now)
+                        .then(|| SmsAction::parse(&action))
+                        .flatten()
+                        .map(|action| (appointment, action))
                 }))
             }
 
@@ -1102,6 +1472,24 @@ macro_rules! impl_store_tx {
                 sqlx::query(sql::MOVE_TOKENS)
                     .bind(from)
                     .bind(to)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn set_sms_conversation(
+                &mut self,
+                phone: &str,
+                appointment: AppointmentId,
+                action: SmsAction,
+                expires_at: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(sql::PUT_CONVERSATION)
+                    .bind(phone)
+                    .bind(appointment)
+                    .bind(action.as_str())
+                    .bind(ts(expires_at))
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;

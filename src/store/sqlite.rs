@@ -5,10 +5,10 @@
 
 use super::rows::*;
 use super::{
-    Backend, CallRecord, Claim, ClaimHolder, IdempotencyState, LOCK_WAIT, NewClosure, NewCommune,
-    NewLocation, NewNotification, NewOpeningRule, NewPlanning, NewService, Notification,
-    NotificationId, OtpRecord, Result, SendResult, SmsAction, Store, StoreError, StoreTx,
-    VoiceSettings, sql,
+    Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
+    CommuneSettings, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure, NewCommune, NewLocation,
+    NewNotification, NewOpeningRule, NewPlanning, NewService, Notification, NotificationId,
+    OtpRecord, Result, SendResult, SmsAction, Store, StoreError, StoreTx, VoiceSettings, sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,

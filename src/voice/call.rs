@@ -143,7 +143,25 @@ impl Ivr {
         self.engine.store()
     }
 
-    async fn settings(&self, commune: &Commune) -> std::result::Result<VoiceSettings, StoreError> {
+    /// The call flows a commune may choose from, sorted.
+    pub fn flow_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.data.flows.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The languages with spoken texts, sorted.
+    pub fn languages(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.data.prompts.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The voice a commune's calls use (its own settings, or the default).
+    pub async fn settings(
+        &self,
+        commune: &Commune,
+    ) -> std::result::Result<VoiceSettings, StoreError> {
         let stored = self.store().voice_settings(commune.id).await?;
         Ok(stored
             .filter(|s| self.data.flows.contains_key(&s.flow))

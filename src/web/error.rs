@@ -140,7 +140,8 @@ pub(crate) fn booking_status(e: &BookingError) -> StatusCode {
         | BookingError::AntsNotExpected
         | BookingError::TooManyAntsIds { .. }
         | BookingError::RepeatedAntsId
-        | BookingError::SlotUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
+        | BookingError::SlotUnavailable
+        | BookingError::InvalidPeriod => StatusCode::UNPROCESSABLE_ENTITY,
         BookingError::ChannelNotAllowed(_) => StatusCode::FORBIDDEN,
         BookingError::SlotTaken
         | BookingError::Duplicate(_)

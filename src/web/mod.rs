@@ -2,6 +2,7 @@
 //! citizen pages, the agents' back-office and the voice webhooks. Handlers only extract, call
 //! the engine or the store, and render.
 
+mod agent;
 pub mod api;
 pub mod booking_api;
 mod dev;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dev/outbox.json", get(dev::outbox_json))
         .route("/dev/phone", get(dev::phone))
         .route("/dev/phone/call", post(dev::phone_call))
+        .merge(agent::routes())
         .merge(pages::routes())
         .layer(middleware::from_fn(crate::telemetry::track_http))
         .layer(middleware::from_fn(move |request, next| {

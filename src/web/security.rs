@@ -161,7 +161,7 @@ pub enum Allowance {
 
 /// The unit a limit applies to: an IPv4 address, or an IPv6 /64 — one subscriber's network,
 /// inside which anyone can pick a new address for every request.
-fn subscriber(ip: IpAddr) -> IpAddr {
+pub(crate) fn subscriber(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
             let mut segments = v6.segments();

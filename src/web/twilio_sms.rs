@@ -225,6 +225,16 @@ async fn reply(
                     Err(e) => (gsm7::transliterate(&e.message()), None),
                 }
             }
+            Some((id, SmsAction::Accept)) => match engine.accept_proposal(id).await {
+                Ok(accepted) => {
+                    let details = engine.details(&accepted).await?;
+                    (
+                        templates::sms_proposal_accepted(&details.commune, &accepted),
+                        Some(accepted.commune_id),
+                    )
+                }
+                Err(e) => (gsm7::transliterate(&e.message()), None),
+            },
             None => (templates::sms_help(), None),
         },
         Command::Stop => {

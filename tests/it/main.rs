@@ -1,5 +1,6 @@
 //! The integration test binary: one binary, one module per area, shared helpers.
 
+mod agent;
 mod api;
 mod booking;
 mod booking_api;

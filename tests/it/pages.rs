@@ -8,11 +8,12 @@ use crate::helpers::{TestApp, TestAppOptions, TestDb, World};
 use guichet::domain::Clock;
 use guichet::domain::Status;
 
-/// A form-submitting client that keeps the CSRF cookie, like a browser without JavaScript.
+/// A form-submitting client that keeps its cookies (the CSRF cookie, an agent's session), like
+/// a browser without JavaScript.
 pub struct WebClient {
     http: reqwest::Client,
     base: String,
-    cookie: Option<String>,
+    cookies: Vec<(String, String)>,
 }
 
 /// What a page answered.
@@ -72,14 +73,51 @@ impl WebClient {
                 .build()
                 .unwrap(),
             base: app.address.clone(),
-            cookie: None,
+            cookies: Vec::new(),
         }
     }
 
+    /// The same browser, talking to another instance (sessions live in the database).
+    pub fn to(&self, app: &TestApp) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: app.address.clone(),
+            cookies: self.cookies.clone(),
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (or with an empty value, drops) a cookie, as a stolen or stale one would be.
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn cookie_header(&self) -> Option<String> {
+        (!self.cookies.is_empty()).then(|| {
+            self.cookies
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
     async fn answer(&mut self, response: reqwest::Response) -> Answer {
-        if let Some(set) = response.headers().get("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-            self.cookie = Some(pair);
+        for set in response.headers().get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            let expired = text.contains("Max-Age=0");
+            self.set_cookie(name, if expired { "" } else { value });
         }
         Answer {
             status: response.status().as_u16(),
@@ -94,7 +132,7 @@ impl WebClient {
 
     pub async fn get(&mut self, path: &str) -> Answer {
         let mut request = self.http.get(format!("{}{path}", self.base));
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = self.cookie_header() {
             request = request.header("cookie", cookie);
         }
         let response = request.send().await.unwrap();
@@ -103,7 +141,7 @@ impl WebClient {
 
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
         let mut request = self.http.post(format!("{}{path}", self.base)).form(fields);
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = self.cookie_header() {
             request = request.header("cookie", cookie);
         }
         let response = request.send().await.unwrap();

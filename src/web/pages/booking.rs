@@ -155,7 +155,7 @@ struct CommunePage {
 }
 
 /// "04 65 71 00 01" from "+33465710001".
-fn spaced_phone(e164: &str) -> String {
+pub(crate) fn spaced_phone(e164: &str) -> String {
     match e164.strip_prefix("+33") {
         Some(national) if national.len() == 9 => {
             let digits = format!("0{national}");
@@ -693,7 +693,7 @@ pub async fn slots(
 }
 
 /// `start.location` (Unix seconds, location id) from a slot button.
-pub(super) fn parse_slot(value: &str) -> Result<(DateTime<Utc>, i64), PageError> {
+pub(crate) fn parse_slot(value: &str) -> Result<(DateTime<Utc>, i64), PageError> {
     let bad = || PageError::BadRequest("Choisissez un créneau dans la liste.".to_owned());
     let (start, location) = value.split_once('.').ok_or_else(bad)?;
     let start = start
@@ -923,7 +923,13 @@ pub async fn details(
 }
 
 /// The citizen's details from the form, or the problems with each field.
-fn citizen_from(form: &Fields, ants: usize) -> Result<Citizen, Vec<FieldError>> {
+/// The citizen's details from a form. At the counter (`at_counter`), the agent may give a
+/// surname alone and no contact at all (then no confirmation is sent).
+pub(crate) fn citizen_from(
+    form: &Fields,
+    ants: usize,
+    at_counter: bool,
+) -> Result<Citizen, Vec<FieldError>> {
     let mut errors = Vec::new();
     let last = get(form, "nom");
     let first = get(form, "prenom");
@@ -933,13 +939,13 @@ fn citizen_from(form: &Fields, ants: usize) -> Result<Citizen, Vec<FieldError>> 
             "Indiquez le nom de la personne qui vient.",
         ));
     }
-    if first.is_empty() {
+    if first.is_empty() && !at_counter {
         errors.push(FieldError::new(
             "prenom",
             "Indiquez le prénom de la personne qui vient.",
         ));
     }
-    let name = CitizenName::parse(&format!("{first} {last}"));
+    let name = CitizenName::parse(format!("{first} {last}").trim());
     if let (Err(e), true) = (&name, errors.is_empty()) {
         errors.push(FieldError::new("nom", e.0.clone()));
     }
@@ -963,7 +969,7 @@ fn citizen_from(form: &Fields, ants: usize) -> Result<Citizen, Vec<FieldError>> 
             }
         },
     };
-    if get(form, "mobile").is_empty() && get(form, "email").is_empty() {
+    if get(form, "mobile").is_empty() && get(form, "email").is_empty() && !at_counter {
         errors.push(FieldError::new(
             "mobile",
             "Indiquez un numéro de mobile ou une adresse e-mail : le code de confirmation y sera envoyé.",
@@ -992,7 +998,7 @@ fn citizen_from(form: &Fields, ants: usize) -> Result<Citizen, Vec<FieldError>> 
 }
 
 /// The engine's refusal, on the field it concerns.
-fn details_error(e: &BookingError) -> Option<FieldError> {
+pub(crate) fn details_error(e: &BookingError) -> Option<FieldError> {
     let field = match e {
         BookingError::ContactRequired
         | BookingError::CannotReceiveSms
@@ -1019,7 +1025,7 @@ pub async fn details_post(
 ) -> Result<Response, PageError> {
     check_csrf(&csrf, form.get("csrf"))?;
     let held = held(&state, &id).await?;
-    let citizen = match citizen_from(&form, ants_count(&held)) {
+    let citizen = match citizen_from(&form, ants_count(&held), false) {
         Ok(c) => c,
         Err(errors) => return render_details(&state, &csrf, &held, &form, errors),
     };

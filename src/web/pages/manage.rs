@@ -4,7 +4,7 @@
 use super::booking::{Held, SlotsPage, appointment_view, parse_slot, slot_window};
 use super::{
     AppointmentView, Field, FieldError, Layout, PageError, check_csrf, page, persons_text, render,
-    see_other,
+    see_other, when,
 };
 use crate::booking::{BookingError, Cancellation};
 use crate::domain::otp::token_hash;
@@ -63,6 +63,16 @@ struct AppointmentPage {
     move_url: String,
     cancel_url: String,
     booking_url: String,
+    /// A replacement offered by the commune after it cancelled, waiting for an answer.
+    proposal: Option<ProposalView>,
+}
+
+struct ProposalView {
+    old_when: String,
+    reason: String,
+    until: String,
+    accept_url: String,
+    decline_url: String,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +80,7 @@ pub struct ShowQuery {
     confirme: Option<String>,
     annule: Option<String>,
     deplace: Option<String>,
+    refuse: Option<String>,
 }
 
 pub async fn show(
@@ -82,7 +93,29 @@ pub async fn show(
     let now = state.engine.now();
     let status = held.appointment.effective_status(now);
     let open = is_open(&state, &held);
-    let (banner, heading) = if q.confirme.is_some() && open {
+    let origin = if status == Status::Held {
+        state.engine.proposal_origin(&held.appointment).await?
+    } else {
+        None
+    };
+    let commune = &held.details.commune;
+    let proposal = origin.map(|old| ProposalView {
+        old_when: when(commune, old.starts_at),
+        reason: old.cancel_reason.unwrap_or_default(),
+        // Held until the appointment itself: nothing worth saying.
+        until: held
+            .appointment
+            .hold_expires_at
+            .filter(|t| *t < held.appointment.starts_at)
+            .map_or_else(String::new, |t| when(commune, t)),
+        accept_url: format!("/r/{token}/accepter"),
+        decline_url: format!("/r/{token}/refuser"),
+    });
+    let (banner, heading) = if proposal.is_some() {
+        ("", "Nouveau rendez-vous proposé")
+    } else if q.refuse.is_some() {
+        ("Vous avez refusé le créneau proposé.", "Créneau refusé")
+    } else if q.confirme.is_some() && open {
         ("Votre rendez-vous est confirmé.", "Rendez-vous confirmé")
     } else if q.deplace.is_some() && open {
         ("Votre rendez-vous a été déplacé.", "Votre rendez-vous")
@@ -91,7 +124,6 @@ pub async fn show(
     } else {
         ("", "Votre rendez-vous")
     };
-    let commune = &held.details.commune;
     let title = if banner.is_empty() {
         heading.to_owned()
     } else {
@@ -111,8 +143,35 @@ pub async fn show(
         move_url: format!("/r/{token}/deplacer"),
         cancel_url: format!("/r/{token}/annuler"),
         booking_url: format!("/{}", commune.slug),
+        proposal,
     })?;
     Ok(page(&state, &csrf, StatusCode::OK, html))
+}
+
+/// The citizen accepts the replacement the commune offered.
+pub async fn accept(
+    State(state): State<AppState>,
+    csrf: Csrf,
+    Path(token): Path<String>,
+    Form(form): Form<Fields>,
+) -> Result<Response, PageError> {
+    check_csrf(&csrf, form.get("csrf"))?;
+    let held = by_token(&state, &token).await?;
+    state.engine.accept_proposal(held.appointment.id).await?;
+    Ok(see_other(&format!("/r/{token}?confirme=1")))
+}
+
+/// The citizen declines it: the seat goes back to everyone.
+pub async fn decline(
+    State(state): State<AppState>,
+    csrf: Csrf,
+    Path(token): Path<String>,
+    Form(form): Form<Fields>,
+) -> Result<Response, PageError> {
+    check_csrf(&csrf, form.get("csrf"))?;
+    let held = by_token(&state, &token).await?;
+    state.engine.decline_proposal(held.appointment.id).await?;
+    Ok(see_other(&format!("/r/{token}?refuse=1")))
 }
 
 /// The appointment as a calendar file.

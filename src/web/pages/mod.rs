@@ -8,7 +8,7 @@
 //! linked to their fields. Tokens of personal links only ever appear in URLs the citizen holds
 //! (logs see route templates, and pages send no referrer).
 
-mod booking;
+pub(crate) mod booking;
 mod manage;
 
 use super::AppState;
@@ -45,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .route("/rdv/{id}/liberer", axum::routing::post(booking::release))
         .route("/r/{token}", get(manage::show))
         .route("/r/{token}/rdv.ics", get(manage::ics))
+        .route("/r/{token}/accepter", axum::routing::post(manage::accept))
+        .route("/r/{token}/refuser", axum::routing::post(manage::decline))
         .route(
             "/r/{token}/annuler",
             get(manage::cancel).post(manage::cancel_post),
@@ -104,7 +106,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_owned(),
             message: message.into(),
@@ -199,7 +201,7 @@ pub struct AppointmentView {
 }
 
 /// "jeudi 3 décembre 2026 à 9 h 30", in the commune's time.
-fn when(commune: &Commune, at: DateTime<Utc>) -> String {
+pub(crate) fn when(commune: &Commune, at: DateTime<Utc>) -> String {
     let local = at.with_timezone(&commune.timezone).naive_local();
     format!(
         "{} à {}",
@@ -208,11 +210,11 @@ fn when(commune: &Commune, at: DateTime<Utc>) -> String {
     )
 }
 
-fn local_time(commune: &Commune, at: DateTime<Utc>) -> String {
+pub(crate) fn local_time(commune: &Commune, at: DateTime<Utc>) -> String {
     written_time(at.with_timezone(&commune.timezone).time())
 }
 
-fn minutes_text(minutes: i64) -> String {
+pub(crate) fn minutes_text(minutes: i64) -> String {
     match (minutes / 60, minutes % 60) {
         (0, m) => format!("{m} minutes"),
         (h, 0) => format!("{h} h"),
@@ -220,14 +222,14 @@ fn minutes_text(minutes: i64) -> String {
     }
 }
 
-fn persons_text(n: i32) -> String {
+pub(crate) fn persons_text(n: i32) -> String {
     match n {
         1 => "1 personne".to_owned(),
         n => format!("{n} personnes"),
     }
 }
 
-fn address(location: &Location) -> String {
+pub(crate) fn address(location: &Location) -> String {
     format!(
         "{}, {} {}",
         location.address, location.postcode, location.city
@@ -240,7 +242,7 @@ fn is_morning(commune: &Commune, at: DateTime<Utc>) -> bool {
 }
 
 /// A rendered page, with the CSRF cookie when this browser had none.
-fn page(state: &AppState, csrf: &Csrf, status: StatusCode, html: String) -> Response {
+pub(crate) fn page(state: &AppState, csrf: &Csrf, status: StatusCode, html: String) -> Response {
     let mut response = (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -257,14 +259,14 @@ fn page(state: &AppState, csrf: &Csrf, status: StatusCode, html: String) -> Resp
     response
 }
 
-fn render(template: &impl Template) -> Result<String, PageError> {
+pub(crate) fn render(template: &impl Template) -> Result<String, PageError> {
     template
         .render()
         .map_err(|e| PageError::Render(e.to_string()))
 }
 
 /// After a successful POST: the next page, fetched with GET.
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -277,6 +279,8 @@ pub enum PageError {
     /// This address asked too much.
     TooMany,
     BadRequest(String),
+    /// Signed in, but not allowed here.
+    Forbidden(String),
     Booking(BookingError),
     Render(String),
 }
@@ -317,6 +321,9 @@ impl IntoResponse for PageError {
                 "Trop de demandes",
                 "Trop de demandes sont venues de votre connexion en peu de temps. Attendez une heure, ou appelez votre mairie.".to_owned(),
             ),
+            PageError::Forbidden(message) => {
+                (StatusCode::FORBIDDEN, "Accès refusé", message.clone())
+            }
             PageError::BadRequest(message) => {
                 (StatusCode::BAD_REQUEST, "Demande incomplète", message.clone())
             }
@@ -372,7 +379,7 @@ impl IntoResponse for PageError {
     }
 }
 
-fn check_csrf(csrf: &Csrf, submitted: Option<&String>) -> Result<(), PageError> {
+pub(crate) fn check_csrf(csrf: &Csrf, submitted: Option<&String>) -> Result<(), PageError> {
     if csrf.accepts(submitted.map_or("", String::as_str)) {
         Ok(())
     } else {

@@ -1,0 +1,345 @@
+//! What the commune does to its citizens' appointments: cancel one with a reason and a concrete
+//! replacement held for the citizen (48 h by default), which they accept by link or by replying
+//! OUI; close a planning, a location or the whole commune for a period, which does the same for
+//! every appointment in it. Each cancellation is one transaction: the old appointment is
+//! cancelled, the replacement seat taken, the citizen's identities and personal links move to
+//! the replacement and the notice is queued — all or nothing.
+
+use super::{BookingError, Engine, Result, offered, take_seat, touch};
+use crate::domain::slots::SlotFilter;
+use crate::domain::{Appointment, AppointmentId, Closure, Status};
+use crate::notify::templates::Proposal;
+use crate::store::{NewClosure, SmsAction};
+use chrono::{DateTime, Duration, Utc};
+
+/// How one appointment's cancellation by the commune went.
+#[derive(Debug, Clone)]
+pub struct CommuneCancellation {
+    pub cancelled: Appointment,
+    /// The replacement held for the citizen, when a free slot could be found.
+    pub proposal: Option<Appointment>,
+    /// Whether the citizen was told (by SMS or e-mail); `false` when there is no way to reach
+    /// them and someone must call them.
+    pub reached: bool,
+}
+
+/// How many candidate slots are tried before giving up on a replacement (each may be taken by
+/// someone else between the search and the transaction).
+const CANDIDATES: usize = 5;
+
+impl Engine {
+    /// Cancels a confirmed (or held) appointment for the commune with `reason`. With `propose`,
+    /// the first free slot of the same service from the day of the cancelled one on, not
+    /// overlapping it (at the same location if there is one, otherwise anywhere in the
+    /// commune), is held for the citizen and offered in the notice. A hold that was not yet confirmed is simply released.
+    pub async fn cancel_with_proposal(
+        &self,
+        id: AppointmentId,
+        reason: &str,
+        propose: bool,
+    ) -> Result<CommuneCancellation> {
+        let now = self.clock.now();
+        let before = self.appointment(id).await?;
+        match before.effective_status(now) {
+            Status::Confirmed => {}
+            Status::Held => {
+                let cancelled = self
+                    .cancel(
+                        id,
+                        &super::Cancellation::ByCommune {
+                            reason: reason.to_owned(),
+                        },
+                    )
+                    .await?;
+                return Ok(CommuneCancellation {
+                    cancelled,
+                    proposal: None,
+                    reached: true,
+                });
+            }
+            Status::CancelledByCommune => {
+                return Ok(CommuneCancellation {
+                    cancelled: before,
+                    proposal: None,
+                    reached: true,
+                });
+            }
+            other => return Err(BookingError::NotModifiable(other)),
+        }
+        if propose {
+            for candidate in self.replacement_candidates(&before).await? {
+                match self
+                    .retry(|| self.cancel_and_propose_once(id, reason, Some(candidate)))
+                    .await
+                {
+                    Err(BookingError::SlotTaken) | Err(BookingError::SlotUnavailable) => continue,
+                    other => return other,
+                }
+            }
+        }
+        self.retry(|| self.cancel_and_propose_once(id, reason, None))
+            .await
+    }
+
+    /// Free slots that could replace `old`: same service and persons, not overlapping it, the
+    /// same location first.
+    async fn replacement_candidates(&self, old: &Appointment) -> Result<Vec<(DateTime<Utc>, i64)>> {
+        let config = self.config(old.commune_id).await?;
+        let commune = &config.commune;
+        // From the day the citizen had planned for: they arranged that day, and a slot
+        // sooner than expected (in two hours, say) is rarely one they can take.
+        let today = commune
+            .local_date(self.clock.now())
+            .max(commune.local_date(old.starts_at));
+        let horizon = config
+            .services
+            .iter()
+            .find(|s| s.id == old.service_id)
+            .map_or(60, |s| i64::from(s.horizon_days.max(1)));
+        let mut found = Vec::new();
+        for location in [Some(old.location_id), None] {
+            let filter = SlotFilter {
+                persons: old.persons.max(1) as u32,
+                location,
+                from: today,
+                to: today + Duration::days(horizon),
+                limit: Some(CANDIDATES + 4),
+            };
+            let slots = match self
+                .free_slots(old.commune_id, old.service_id, filter)
+                .await
+            {
+                Ok(slots) => slots,
+                Err(BookingError::LocationNotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            found.extend(
+                slots
+                    .into_iter()
+                    .filter(|s| s.end <= old.starts_at || s.start >= old.ends_at)
+                    .map(|s| (s.start, s.location_id)),
+            );
+            if found.len() >= CANDIDATES {
+                break;
+            }
+        }
+        found.dedup();
+        found.truncate(CANDIDATES);
+        Ok(found)
+    }
+
+    async fn cancel_and_propose_once(
+        &self,
+        id: AppointmentId,
+        reason: &str,
+        candidate: Option<(DateTime<Utc>, i64)>,
+    ) -> Result<CommuneCancellation> {
+        let now = self.clock.now();
+        let before = self.appointment(id).await?;
+        let details = self.details(&before).await?;
+        let target = match candidate {
+            Some((start, location)) => {
+                let ctx = self
+                    .context_at(before.commune_id, before.service_id, start)
+                    .await?;
+                let persons = before.persons.max(1) as u32;
+                let offers = offered(&ctx, now, start, persons, Some(location))?;
+                let end = start + ctx.service.duration_for(persons);
+                let location = ctx
+                    .locations
+                    .iter()
+                    .find(|l| l.id == location)
+                    .cloned()
+                    .ok_or(BookingError::LocationNotFound)?;
+                Some((start, end, offers, location))
+            }
+            None => None,
+        };
+        let lock: Vec<_> = target
+            .iter()
+            .flat_map(|(_, _, offers, _)| offers.iter().map(|(p, _)| *p))
+            .collect();
+        let (mut tx, mut old) = self.open(&before, &lock).await?;
+        if old.effective_status(now) != Status::Confirmed {
+            return Err(BookingError::NotModifiable(old.effective_status(now)));
+        }
+        old.status = Status::CancelledByCommune;
+        old.seat = None;
+        old.hold_expires_at = None;
+        old.cancelled_at = Some(now);
+        old.cancel_reason = Some(reason.to_owned());
+        touch(&mut old, now);
+        tx.update_appointment(&old).await?;
+
+        let mut proposal = None;
+        if let Some((start, end, offers, location)) = target {
+            let Some((planning_id, location_id, seat)) =
+                take_seat(tx.as_mut(), &offers, start, end, now).await?
+            else {
+                return Err(BookingError::SlotTaken);
+            };
+            // Held long enough to be read and answered, never past the appointment itself.
+            let expires = (now + self.proposal_hold).min(start);
+            let new = Appointment {
+                id: AppointmentId::new_v4(),
+                planning_id,
+                location_id,
+                starts_at: start,
+                ends_at: end,
+                seat: Some(seat),
+                status: Status::Held,
+                hold_expires_at: Some(expires),
+                replaces_id: Some(old.id),
+                cancel_reason: None,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                confirmed_at: None,
+                cancelled_at: None,
+                ..old.clone()
+            };
+            tx.insert_appointment(&new)
+                .await
+                .map_err(super::seat_conflict)?;
+            // The citizen keeps their place in the duplicate rule and their links lead to the
+            // offer.
+            tx.transfer_claims(old.id, new.id).await?;
+            tx.move_manage_tokens(old.id, new.id).await?;
+            let token = self.notifier.new_link(tx.as_mut(), new.id, now).await?;
+            if let Some(phone) = new
+                .citizen
+                .phone
+                .as_ref()
+                .filter(|p| p.can_receive_sms(details.commune.allow_foreign_mobiles))
+            {
+                tx.set_sms_conversation(phone.as_str(), new.id, SmsAction::Accept, expires)
+                    .await?;
+            }
+            proposal = Some((
+                new,
+                Proposal {
+                    start,
+                    location_name: location.name.clone(),
+                    accept_url: self.notifier.manage_url(&token),
+                },
+            ));
+        } else {
+            tx.release_claims(old.id).await?;
+        }
+        let booking_url = self.notifier.booking_url(&details.commune);
+        let subject = self.subject(&details, &old, &booking_url);
+        self.notifier
+            .cancelled_by_commune(
+                tx.as_mut(),
+                &subject,
+                reason,
+                proposal.as_ref().map(|(_, p)| p),
+                now,
+            )
+            .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        let citizen = &old.citizen;
+        let reached = citizen
+            .phone
+            .as_ref()
+            .is_some_and(|p| p.can_receive_sms(details.commune.allow_foreign_mobiles))
+            || citizen.email.is_some();
+        tracing::info!(appointment = %id, proposal = proposal.is_some(), "appointment cancelled by the commune");
+        Ok(CommuneCancellation {
+            cancelled: old,
+            proposal: proposal.map(|(a, _)| a),
+            reached,
+        })
+    }
+
+    /// The appointment the commune cancelled and replaced with `proposal`, if `proposal` is an
+    /// offer still waiting for the citizen's answer.
+    pub async fn proposal_origin(&self, proposal: &Appointment) -> Result<Option<Appointment>> {
+        let Some(old_id) = proposal.replaces_id else {
+            return Ok(None);
+        };
+        if proposal.confirmed_at.is_some() || proposal.status != Status::Held {
+            return Ok(None);
+        }
+        let old = self.store.appointment(old_id).await?;
+        Ok(old.filter(|o| o.status == Status::CancelledByCommune))
+    }
+
+    /// The citizen accepts the replacement offered to them: it is confirmed (with its
+    /// confirmation message and reminder), even after the offer lapsed if the seat is still free.
+    pub async fn accept_proposal(&self, id: AppointmentId) -> Result<Appointment> {
+        let proposal = self.appointment(id).await?;
+        if proposal.confirmed_at.is_some() {
+            return Ok(proposal);
+        }
+        if self.proposal_origin(&proposal).await?.is_none() {
+            return Err(BookingError::AppointmentNotFound);
+        }
+        self.confirm(id).await
+    }
+
+    /// The citizen declines the offer: its seat goes back to everyone.
+    pub async fn decline_proposal(&self, id: AppointmentId) -> Result<()> {
+        let proposal = self.appointment(id).await?;
+        if self.proposal_origin(&proposal).await?.is_none() {
+            return Err(BookingError::AppointmentNotFound);
+        }
+        self.release_hold(id).await
+    }
+
+    /// Closes a planning, a location or the whole commune for a period: the closure is recorded
+    /// at once (no new booking lands in it), then every appointment in it is cancelled with a
+    /// replacement, one by one. Returns the closure and what happened to each appointment
+    /// (errors included, so that the agent sees whom to call).
+    pub async fn close_period(
+        &self,
+        closure: &NewClosure,
+        propose: bool,
+    ) -> Result<(Closure, Vec<(Appointment, Result<CommuneCancellation>)>)> {
+        if closure.ends_at <= closure.starts_at {
+            return Err(BookingError::InvalidPeriod);
+        }
+        let id = self.store.insert_closure(closure).await?;
+        self.forget_config(closure.commune_id);
+        let affected = self.appointments_in(closure).await?;
+        let mut outcomes = Vec::with_capacity(affected.len());
+        for appointment in affected {
+            let outcome = self
+                .cancel_with_proposal(appointment.id, &closure.reason, propose)
+                .await;
+            outcomes.push((appointment, outcome));
+        }
+        let closure = Closure {
+            id,
+            commune_id: closure.commune_id,
+            planning_id: closure.planning_id,
+            location_id: closure.location_id,
+            starts_at: closure.starts_at,
+            ends_at: closure.ends_at,
+            reason: closure.reason.clone(),
+        };
+        Ok((closure, outcomes))
+    }
+
+    /// Confirmed or held appointments, still to come, that a closure would strand.
+    pub async fn appointments_in(&self, closure: &NewClosure) -> Result<Vec<Appointment>> {
+        let now = self.clock.now();
+        let all = self
+            .store
+            .appointments(
+                closure.commune_id,
+                closure.starts_at - Duration::hours(24),
+                closure.ends_at,
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|a| a.starts_at < closure.ends_at && a.ends_at > closure.starts_at)
+            .filter(|a| a.ends_at > now)
+            .filter(|a| matches!(a.effective_status(now), Status::Confirmed | Status::Held))
+            .filter(|a| closure.planning_id.is_none_or(|p| p == a.planning_id))
+            .filter(|a| closure.location_id.is_none_or(|l| l == a.location_id))
+            .collect())
+    }
+}
