@@ -613,12 +613,14 @@ pub trait Store: Send + Sync + 'static {
     /// A commune's audit log, newest first.
     async fn audit_log(&self, commune: CommuneId, limit: i64) -> Result<Vec<AuditEntry>>;
     /// Appointments of a commune whose citizen's name, mobile or e-mail contains `needle`
-    /// (without case), soonest to come first then the most recent, at most `limit`.
+    /// (without case), those still to come at `now` first (soonest first), then the most
+    /// recent, at most `limit`.
     async fn search_appointments(
         &self,
         commune: CommuneId,
         needle: &str,
         limit: i64,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Appointment>>;
     /// Calls a commune received in `[from, to)`.
     async fn calls_between(

@@ -914,6 +914,7 @@ macro_rules! impl_store {
                 commune: CommuneId,
                 needle: &str,
                 limit: i64,
+                now: DateTime<Utc>,
             ) -> Result<Vec<Appointment>> {
                 let escaped: String = needle
                     .trim()
@@ -928,7 +929,7 @@ macro_rules! impl_store {
                     .bind(commune)
                     .bind(format!("%{escaped}%"))
                     .bind(limit)
-                    .bind(ts(Utc::now()))
+                    .bind(ts(now))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;

@@ -234,14 +234,12 @@ async fn first_slot(web: &mut WebClient, service: i64, persons: u32) -> String {
         ))
         .await;
     assert_eq!(page.status, 200, "{}", page.html);
-    let value = page
-        .html
+    page.html
         .split("name=\"creneau\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("free slots")
-        .to_owned();
-    value
+        .to_owned()
 }
 
 async fn titres(app: &TestApp, slug: &str) -> i64 {

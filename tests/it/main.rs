@@ -1,6 +1,7 @@
 //! The integration test binary: one binary, one module per area, shared helpers.
 
 mod agent;
+mod agent_browser;
 mod api;
 mod booking;
 mod booking_api;
@@ -15,5 +16,6 @@ mod races;
 mod smtp_server;
 mod store;
 mod storm;
+mod tenants;
 mod voice;
 mod webhooks;

@@ -537,3 +537,840 @@ async fn unreadable_urls_are_refused() {
         .unwrap();
     assert!(matches!(err, StoreError::BadUrl(_)), "{err:?}");
 }
+
+/// The back-office's storage: accounts, sessions, sign-in throttling, the audit log, the
+/// search, calls, the commune's and the platform's settings, configuration edits and the SMS
+/// question a replacement offer leaves behind.
+async fn back_office_round_trip(db: crate::helpers::TestDb) {
+    use guichet::domain::{Citizen, CitizenName, Email, PhoneE164, Role};
+    use guichet::store::{
+        AuditEntry, CommunePlatformSettings, CommuneSettings, NewAgent, NewOpeningRule, SmsAction,
+    };
+
+    let w = World::new(db).await;
+    let other = World::with(
+        w.db.shared(),
+        crate::helpers::WorldOptions {
+            slug: "autreville",
+            phone_number: "+33465719998",
+            ..Default::default()
+        },
+    )
+    .await;
+    let store = w.store();
+    let now = w.clock_now();
+
+    // --- Accounts ----------------------------------------------------------------------------
+    let account = |email: &str, role, commune_id| NewAgent {
+        email: email.into(),
+        name: format!("Compte {email}"),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2VsZA$aGFzaA".into(),
+        role,
+        commune_id,
+    };
+    let agent_id = store
+        .insert_agent(
+            &account("Agent@Testville.FR", Role::Agent, Some(w.commune)),
+            now,
+        )
+        .await
+        .unwrap();
+    let admin_id = store
+        .insert_agent(
+            &account("admin@testville.fr", Role::CommuneAdmin, Some(w.commune)),
+            now,
+        )
+        .await
+        .unwrap();
+    let elsewhere_id = store
+        .insert_agent(
+            &account("agent@autreville.fr", Role::Agent, Some(other.commune)),
+            now,
+        )
+        .await
+        .unwrap();
+    let platform_id = store
+        .insert_agent(
+            &account("plateforme@guichet.fr", Role::PlatformAdmin, None),
+            now,
+        )
+        .await
+        .unwrap();
+
+    let agent = store
+        .agent_by_email("AGENT@testville.fr")
+        .await
+        .unwrap()
+        .expect("found whatever the case");
+    assert_eq!(agent.id, agent_id);
+    assert_eq!(agent.email, "agent@testville.fr", "stored in lower case");
+    assert_eq!(agent.name, "Compte Agent@Testville.FR");
+    assert_eq!(agent.role, Role::Agent);
+    assert_eq!(agent.commune_id, Some(w.commune));
+    assert!(agent.active);
+    assert_eq!(agent.created_at, now);
+    assert_eq!(store.agent(agent_id).await.unwrap(), Some(agent.clone()));
+    assert_eq!(store.agent(9999).await.unwrap(), None);
+    assert_eq!(
+        store.agent_by_email("personne@testville.fr").await.unwrap(),
+        None
+    );
+    let platform = store.agent(platform_id).await.unwrap().unwrap();
+    assert_eq!(platform.role, Role::PlatformAdmin);
+    assert_eq!(platform.commune_id, None);
+
+    let ids = |agents: Vec<guichet::store::Agent>| agents.iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.agents(Some(w.commune)).await.unwrap()),
+        [admin_id, agent_id],
+        "a commune's accounts, by e-mail"
+    );
+    assert_eq!(
+        ids(store.agents(Some(other.commune)).await.unwrap()),
+        [elsewhere_id]
+    );
+    assert_eq!(
+        ids(store.agents(None).await.unwrap()),
+        [platform_id, admin_id, agent_id, elsewhere_id],
+        "every account: the platform's first, then commune by commune"
+    );
+
+    // One account per e-mail, whatever its case.
+    let err = store
+        .insert_agent(
+            &account("AGENT@TESTVILLE.FR", Role::CommuneAdmin, Some(w.commune)),
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Constraint(name) if name == "agents_email_key"),
+        "{err:?}"
+    );
+    // A platform administrator belongs to no commune; everyone else to one.
+    for (email, role, commune) in [
+        ("p2@guichet.fr", Role::PlatformAdmin, Some(w.commune)),
+        ("a2@testville.fr", Role::Agent, None),
+        ("c2@testville.fr", Role::CommuneAdmin, None),
+    ] {
+        let err = store
+            .insert_agent(&account(email, role, commune), now)
+            .await
+            .unwrap_err();
+        assert!(err.is_constraint("agents_commune"), "{email}: {err:?}");
+        assert_eq!(store.agent_by_email(email).await.unwrap(), None);
+    }
+    assert_eq!(store.agents(None).await.unwrap().len(), 4);
+
+    // --- Sessions ----------------------------------------------------------------------------
+    let day = Duration::hours(12);
+    store
+        .insert_session("hash-1", agent_id, now, now + day)
+        .await
+        .unwrap();
+    store
+        .insert_session("hash-2", agent_id, now, now + day)
+        .await
+        .unwrap();
+    store
+        .insert_session("hash-admin", admin_id, now, now + day)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session_agent("hash-1", now).await.unwrap(),
+        Some(agent.clone())
+    );
+    assert_eq!(
+        store
+            .session_agent("hash-1", now + day - Duration::seconds(1))
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(agent_id)
+    );
+    assert_eq!(
+        store.session_agent("hash-1", now + day).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(store.session_agent("hash-0", now).await.unwrap(), None);
+    store.delete_session("hash-1").await.unwrap();
+    assert_eq!(store.session_agent("hash-1", now).await.unwrap(), None);
+    assert!(store.session_agent("hash-2", now).await.unwrap().is_some());
+
+    // Deactivating an account closes its sessions (and only its own) …
+    store.set_agent_active(agent_id, false).await.unwrap();
+    assert!(!store.agent(agent_id).await.unwrap().unwrap().active);
+    assert_eq!(store.session_agent("hash-2", now).await.unwrap(), None);
+    assert!(
+        store
+            .session_agent("hash-admin", now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // … and a session of a deactivated account opens nothing.
+    store
+        .insert_session("hash-3", agent_id, now, now + day)
+        .await
+        .unwrap();
+    assert_eq!(store.session_agent("hash-3", now).await.unwrap(), None);
+    store.set_agent_active(agent_id, true).await.unwrap();
+    assert!(store.agent(agent_id).await.unwrap().unwrap().active);
+    assert_eq!(
+        store.session_agent("hash-2", now).await.unwrap(),
+        None,
+        "closed for good, not hidden"
+    );
+    assert_eq!(
+        store
+            .session_agent("hash-3", now)
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(agent_id)
+    );
+
+    // --- Sign-in failures --------------------------------------------------------------------
+    let window = Duration::minutes(15);
+    let key = "email:agent@testville.fr";
+    let old = now - Duration::minutes(20);
+    assert_eq!(
+        store
+            .record_signin_failure(key, old, old - window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_signin_failure("ip:192.0.2.1", old, old - window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_signin_failure(key, now - Duration::minutes(1), now - window)
+            .await
+            .unwrap(),
+        1,
+        "the failure of twenty minutes ago is outside the window"
+    );
+    assert_eq!(
+        store
+            .record_signin_failure(key, now, now - window)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.signin_failures(key, now - window).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .signin_failures(key, now - Duration::seconds(30))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .signin_failures(key, now - Duration::hours(1))
+            .await
+            .unwrap(),
+        2,
+        "older failures were forgotten, not just left out"
+    );
+    assert_eq!(
+        store
+            .signin_failures("email:personne@testville.fr", now - window)
+            .await
+            .unwrap(),
+        0
+    );
+    store.clear_signin_failures(key).await.unwrap();
+    assert_eq!(
+        store
+            .signin_failures(key, now - Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .signin_failures("ip:192.0.2.1", now - Duration::hours(1))
+            .await
+            .unwrap(),
+        1,
+        "another key is untouched"
+    );
+
+    // --- Audit log ---------------------------------------------------------------------------
+    let entry = |commune, agent, at, action: &str| AuditEntry {
+        commune_id: commune,
+        agent_id: agent,
+        agent_email: "admin@testville.fr".into(),
+        at,
+        action: action.into(),
+        detail: format!("détail {action}"),
+    };
+    let first = entry(
+        Some(w.commune),
+        Some(admin_id),
+        now - Duration::hours(2),
+        "connexion",
+    );
+    let second = entry(
+        Some(w.commune),
+        Some(admin_id),
+        now - Duration::hours(1),
+        "annulation",
+    );
+    // Same instant as the second, written after it.
+    let third = entry(
+        Some(w.commune),
+        None,
+        now - Duration::hours(1),
+        "reservation",
+    );
+    let theirs = entry(Some(other.commune), Some(elsewhere_id), now, "fermeture");
+    let platform_line = entry(None, Some(platform_id), now, "plateforme");
+    for e in [&first, &second, &third, &theirs, &platform_line] {
+        store.insert_audit(e).await.unwrap();
+    }
+    assert_eq!(
+        store.audit_log(w.commune, 10).await.unwrap(),
+        vec![third.clone(), second.clone(), first.clone()],
+        "newest first, the later line first at the same instant"
+    );
+    assert_eq!(
+        store.audit_log(w.commune, 2).await.unwrap(),
+        vec![third, second]
+    );
+    assert_eq!(
+        store.audit_log(other.commune, 10).await.unwrap(),
+        vec![theirs]
+    );
+
+    // --- Search ------------------------------------------------------------------------------
+    let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
+    let named = |start: DateTime<Utc>, status, name: &str, phone: &str, email: Option<&str>| {
+        let mut a = appointment(&w, start, 1, status);
+        a.citizen = Citizen {
+            name: CitizenName::parse(name).unwrap(),
+            phone: Some(PhoneE164::parse(phone).unwrap()),
+            email: email.map(|e| Email::parse(e).unwrap()),
+            ants_application_ids: vec![],
+        };
+        a
+    };
+    // To come (2099) and past (2001), whatever the real date of the run.
+    let jean = named(
+        at("2099-01-06T08:00:00Z"),
+        Status::Confirmed,
+        "Jean Dupont",
+        "+33639980102",
+        None,
+    );
+    let marie = named(
+        at("2099-01-05T08:00:00Z"),
+        Status::Confirmed,
+        "Marie Dupont",
+        "+33639980101",
+        Some("Marie.Dupont@exemple.fr"),
+    );
+    let luc = named(
+        at("2001-01-05T08:00:00Z"),
+        Status::Honoured,
+        "Luc Dupont",
+        "+33639980103",
+        None,
+    );
+    let lea = named(
+        at("2001-01-06T08:00:00Z"),
+        Status::CancelledByCommune,
+        "Léa Dupont",
+        "+33639980104",
+        None,
+    );
+    let expired = named(
+        at("2099-01-07T08:00:00Z"),
+        Status::Expired,
+        "Paul Dupont",
+        "+33639980109",
+        None,
+    );
+    let moved = named(
+        at("2099-01-08T08:00:00Z"),
+        Status::Moved,
+        "Rémi Dupont",
+        "+33639980110",
+        None,
+    );
+    let percent = named(
+        at("2099-02-01T08:00:00Z"),
+        Status::Confirmed,
+        "Jeanne 50%",
+        "+33639980105",
+        None,
+    );
+    let fifty = named(
+        at("2099-02-02T08:00:00Z"),
+        Status::Confirmed,
+        "Paul 500",
+        "+33639980106",
+        None,
+    );
+    let underscore = named(
+        at("2099-02-03T08:00:00Z"),
+        Status::Confirmed,
+        "Anne_Sophie Roux",
+        "+33639980107",
+        None,
+    );
+    let hyphen = named(
+        at("2099-02-04T08:00:00Z"),
+        Status::Confirmed,
+        "Anne-Sophie Roux",
+        "+33639980108",
+        None,
+    );
+    let mut namesake = named(
+        at("2099-01-05T08:00:00Z"),
+        Status::Confirmed,
+        "Marie Dupont",
+        "+33639980101",
+        None,
+    );
+    namesake.commune_id = other.commune;
+    namesake.planning_id = other.annex_planning;
+    namesake.location_id = other.annex;
+    namesake.service_id = other.titres;
+    let mut tx = store.begin().await.unwrap();
+    for a in [
+        &jean,
+        &marie,
+        &luc,
+        &lea,
+        &expired,
+        &moved,
+        &percent,
+        &fifty,
+        &underscore,
+        &hyphen,
+        &namesake,
+    ] {
+        tx.insert_appointment(a).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let found = |needle: &'static str, limit: i64| {
+        let store = w.store();
+        let commune = w.commune;
+        async move {
+            store
+                .search_appointments(commune, needle, limit, now)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let duponts = vec![marie.id, jean.id, lea.id, luc.id];
+    assert_eq!(
+        found("dupont", 50).await,
+        duponts,
+        "to come soonest first, then past most recent first; neither expired nor moved; \
+         not another commune's"
+    );
+    assert_eq!(found("  DUPONT ", 50).await, duponts);
+    assert_eq!(found("dupont", 2).await, [marie.id, jean.id]);
+    assert_eq!(found("marie", 50).await, [marie.id]);
+    assert_eq!(found("léa", 50).await, [lea.id]);
+    assert_eq!(found("39980102", 50).await, [jean.id]);
+    assert_eq!(found("+33639980102", 50).await, [jean.id]);
+    assert_eq!(found("MARIE.DUPONT@EXEMPLE", 50).await, [marie.id]);
+    assert_eq!(found("50%", 50).await, [percent.id], "% is a character");
+    assert_eq!(found("%", 50).await, [percent.id]);
+    assert_eq!(
+        found("anne_sophie", 50).await,
+        [underscore.id],
+        "_ is a character"
+    );
+    assert_eq!(found("_", 50).await, [underscore.id]);
+    assert!(found("personne", 50).await.is_empty());
+    assert_eq!(
+        other
+            .store()
+            .search_appointments(other.commune, "dupont", 50, now)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect::<Vec<_>>(),
+        [namesake.id]
+    );
+
+    // --- Calls -------------------------------------------------------------------------------
+    for (sid, commune, at) in [
+        ("CA-early", w.commune, now - Duration::hours(2)),
+        ("CA-late", w.commune, now - Duration::hours(1)),
+        ("CA-now", w.commune, now),
+        ("CA-theirs", other.commune, now - Duration::hours(1)),
+    ] {
+        assert!(
+            store
+                .start_call(sid, commune, "+33639980101", "{}", "<Response/>", at)
+                .await
+                .unwrap()
+        );
+    }
+    let calls = store
+        .calls_between(w.commune, now - Duration::hours(2), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c.call_sid.as_str())
+            .collect::<Vec<_>>(),
+        ["CA-early", "CA-late"],
+        "[from, to), in order"
+    );
+    assert_eq!(calls[0].caller, "+33639980101");
+    assert_eq!(calls[0].commune_id, w.commune);
+    assert_eq!(
+        store
+            .calls_between(other.commune, now - Duration::hours(2), now)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // --- The commune's settings, and the platform's ------------------------------------------
+    let settings = CommuneSettings {
+        switchboard_number: None,
+        switchboard_hours: WeeklyHours(vec![WeeklyRange {
+            weekdays: Weekdays::MONDAY_TO_FRIDAY,
+            start: MinuteOfDay::hm(14, 0),
+            end: MinuteOfDay::hm(17, 30),
+        }]),
+        reminder_delay_hours: 24,
+        quiet_start: MinuteOfDay::hm(21, 0),
+        quiet_end: MinuteOfDay::hm(7, 30),
+        sms_sender: "TestvilleMa".into(),
+    };
+    store
+        .update_commune_settings(w.commune, &settings)
+        .await
+        .unwrap();
+    let c = store.commune(w.commune).await.unwrap().unwrap();
+    assert_eq!(c.switchboard_number, None);
+    assert_eq!(c.switchboard_hours, settings.switchboard_hours);
+    assert_eq!(c.reminder_delay_hours, 24);
+    assert_eq!(c.quiet_start, MinuteOfDay::hm(21, 0));
+    assert_eq!(c.quiet_end, MinuteOfDay::hm(7, 30));
+    assert_eq!(c.sms_sender, "TestvilleMa");
+    assert_eq!(
+        c.name, "Ville de testville",
+        "the platform's part is untouched"
+    );
+    assert_eq!(c.phone_numbers, ["+33465719999"]);
+
+    let platform_settings = CommunePlatformSettings {
+        name: "Testville-sur-Lac".into(),
+        population: 13_500,
+        phone_numbers: vec!["+33465719990".into(), "+33465719991".into()],
+        sms_daily_budget: 50,
+    };
+    store
+        .update_commune_platform(w.commune, &platform_settings)
+        .await
+        .unwrap();
+    let c = store.commune(w.commune).await.unwrap().unwrap();
+    assert_eq!(c.name, "Testville-sur-Lac");
+    assert_eq!(c.population, 13_500);
+    assert_eq!(c.sms_daily_budget, 50);
+    assert_eq!(c.phone_numbers, ["+33465719990", "+33465719991"]);
+    assert_eq!(
+        c.sms_sender, "TestvilleMa",
+        "the commune's part is untouched"
+    );
+    assert_eq!(
+        store.commune_by_phone_number("+33465719999").await.unwrap(),
+        None,
+        "the old number no longer answers"
+    );
+    assert_eq!(
+        store
+            .commune_by_phone_number("+33465719991")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(w.commune)
+    );
+    // A number another commune answers is refused, and nothing is half-written.
+    let err = store
+        .update_commune_platform(
+            w.commune,
+            &CommunePlatformSettings {
+                name: "Testville-les-Bains".into(),
+                phone_numbers: vec!["+33465719990".into(), "+33465719998".into()],
+                ..platform_settings.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_constraint("commune_phone_numbers_number_key"),
+        "{err:?}"
+    );
+    let c = store.commune(w.commune).await.unwrap().unwrap();
+    assert_eq!(c.name, "Testville-sur-Lac");
+    assert_eq!(c.phone_numbers, ["+33465719990", "+33465719991"]);
+    assert_eq!(
+        store
+            .commune_by_phone_number("+33465719998")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(other.commune)
+    );
+    // Once the other commune gives it up, the number can move.
+    let theirs = store.commune(other.commune).await.unwrap().unwrap();
+    store
+        .update_commune_platform(
+            other.commune,
+            &CommunePlatformSettings {
+                name: theirs.name.clone(),
+                population: theirs.population,
+                phone_numbers: vec![],
+                sms_daily_budget: theirs.sms_daily_budget,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .update_commune_platform(
+            w.commune,
+            &CommunePlatformSettings {
+                phone_numbers: vec!["+33465719998".into()],
+                ..platform_settings
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .commune_by_phone_number("+33465719998")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(w.commune)
+    );
+    assert!(
+        store
+            .commune(other.commune)
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_numbers
+            .is_empty()
+    );
+
+    // --- Configuration edits -----------------------------------------------------------------
+    let mut annex = store
+        .locations(w.commune)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.id == w.annex)
+        .unwrap();
+    annex.name = "Annexe des Fins".into();
+    annex.address = "3 avenue de France".into();
+    annex.postcode = "74000".into();
+    annex.city = "Annecy".into();
+    annex.access_notes = "Rampe à gauche".into();
+    annex.active = false;
+    store.update_location(&annex).await.unwrap();
+    let locations = store.locations(w.commune).await.unwrap();
+    assert_eq!(locations.iter().find(|l| l.id == w.annex), Some(&annex));
+    assert_eq!(
+        locations.iter().find(|l| l.id == w.town_hall).unwrap().name,
+        "Hôtel de ville"
+    );
+
+    let mut school = store.service(w.school).await.unwrap().unwrap();
+    school.name = "Inscription scolaire et cantine".into();
+    school.spoken_name = "inscription à l'école".into();
+    school.category = Category::Autre;
+    school.duration_minutes = 45;
+    school.max_persons = 2;
+    school.min_notice_minutes = 120;
+    school.horizon_days = 30;
+    school.channels = guichet::domain::Channels {
+        web: false,
+        phone: true,
+        agent: true,
+    };
+    school.what_to_bring = "Le livret de famille.".into();
+    school.active = false;
+    store.update_service(&school).await.unwrap();
+    assert_eq!(store.service(w.school).await.unwrap(), Some(school));
+    assert!(store.service(w.titres).await.unwrap().unwrap().active);
+
+    let mut counter = store
+        .plannings(w.commune)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.id == w.counter)
+        .unwrap();
+    counter.name = "Guichet 1".into();
+    counter.capacity = 3;
+    counter.active = false;
+    store.update_planning(&counter).await.unwrap();
+    let plannings = store.plannings(w.commune).await.unwrap();
+    assert_eq!(plannings.iter().find(|p| p.id == w.counter), Some(&counter));
+    assert_eq!(
+        plannings
+            .iter()
+            .find(|p| p.id == w.annex_planning)
+            .unwrap()
+            .capacity,
+        2
+    );
+
+    let rules = store.opening_rules(w.commune).await.unwrap();
+    let (first_rule, second_rule) = (rules[0].id, rules[1].id);
+    assert_eq!(rules[1].service_ids, [w.titres, w.school]);
+    let changed = NewOpeningRule {
+        planning_id: w.counter,
+        location_id: w.town_hall,
+        weekdays: Weekdays::of(&[chrono::Weekday::Sat]),
+        start: MinuteOfDay::hm(8, 30),
+        end: MinuteOfDay::hm(11, 0),
+        step_minutes: 30,
+        valid_from: "2026-12-01".parse().unwrap(),
+        valid_until: Some("2027-06-30".parse().unwrap()),
+        service_ids: vec![w.school],
+    };
+    store
+        .update_opening_rule(second_rule, &changed)
+        .await
+        .unwrap();
+    let rules = store.opening_rules(w.commune).await.unwrap();
+    let rule = rules.iter().find(|r| r.id == second_rule).unwrap();
+    assert_eq!(rule.planning_id, w.counter);
+    assert_eq!(rule.location_id, w.town_hall);
+    assert_eq!(rule.weekdays, changed.weekdays);
+    assert_eq!(rule.start, MinuteOfDay::hm(8, 30));
+    assert_eq!(rule.end, MinuteOfDay::hm(11, 0));
+    assert_eq!(rule.step_minutes, 30);
+    assert_eq!(rule.valid_from, changed.valid_from);
+    assert_eq!(rule.valid_until, changed.valid_until);
+    assert_eq!(rule.service_ids, [w.school], "services replaced, not added");
+    assert_eq!(
+        rules
+            .iter()
+            .find(|r| r.id == first_rule)
+            .unwrap()
+            .service_ids,
+        [w.titres]
+    );
+    store.delete_opening_rule(first_rule).await.unwrap();
+    assert_eq!(
+        store
+            .opening_rules(w.commune)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [second_rule]
+    );
+    assert_eq!(
+        other
+            .store()
+            .opening_rules(other.commune)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "another commune's hours are untouched"
+    );
+
+    let window = (paris("2026-12-01", 0, 0), paris("2026-12-02", 0, 0));
+    let closure = |reason: &str| NewClosure {
+        commune_id: w.commune,
+        planning_id: None,
+        location_id: Some(w.town_hall),
+        starts_at: paris("2026-12-01", 9, 0),
+        ends_at: paris("2026-12-01", 12, 0),
+        reason: reason.into(),
+    };
+    let gone = store.insert_closure(&closure("Formation")).await.unwrap();
+    let kept = store.insert_closure(&closure("Travaux")).await.unwrap();
+    store.delete_closure(gone).await.unwrap();
+    assert_eq!(
+        store
+            .closures(w.commune, window.0, window.1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>(),
+        [kept]
+    );
+
+    // --- The question an SMS leaves: accept the offered replacement by replying OUI ----------
+    let phone = "+33639980102";
+    let later = now + Duration::hours(48);
+    // Not committed: nothing asked.
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.set_sms_conversation(phone, jean.id, SmsAction::Accept, later)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.take_sms_conversation(phone, now).await.unwrap(), None);
+    // A later question replaces an earlier one; it is answered once.
+    store
+        .set_sms_conversation(phone, marie.id, SmsAction::Cancel, later)
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.set_sms_conversation(phone, jean.id, SmsAction::Accept, later)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.take_sms_conversation(phone, now).await.unwrap(),
+        Some((jean.id, SmsAction::Accept))
+    );
+    assert_eq!(
+        store.take_sms_conversation(phone, now).await.unwrap(),
+        None,
+        "taken once"
+    );
+    // Expired: never answered, and forgotten.
+    let mut tx = store.begin().await.unwrap();
+    tx.set_sms_conversation(
+        phone,
+        jean.id,
+        SmsAction::Accept,
+        now + Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .take_sms_conversation(phone, now + Duration::minutes(5))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.take_sms_conversation(phone, now).await.unwrap(), None);
+}
+both_backends!(back_office, back_office_round_trip);

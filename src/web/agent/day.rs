@@ -273,7 +273,7 @@ pub async fn search(
         };
         let found = state
             .store()
-            .search_appointments(a.commune.id, &needle, 50)
+            .search_appointments(a.commune.id, &needle, 50, now)
             .await?;
         rows = found.iter().map(|ap| row(&config, ap, now)).collect();
     }
