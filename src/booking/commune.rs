@@ -254,12 +254,15 @@ impl Engine {
     }
 
     /// The appointment the commune cancelled and replaced with `proposal`, if `proposal` is an
-    /// offer still waiting for the citizen's answer.
+    /// offer it made that was never confirmed.
     pub async fn proposal_origin(&self, proposal: &Appointment) -> Result<Option<Appointment>> {
         let Some(old_id) = proposal.replaces_id else {
             return Ok(None);
         };
-        if proposal.confirmed_at.is_some() || proposal.status != Status::Held {
+        // A lapsed or declined offer is still one: accepting it late works if the seat is free.
+        if proposal.confirmed_at.is_some()
+            || !matches!(proposal.status, Status::Held | Status::Expired)
+        {
             return Ok(None);
         }
         let old = self.store.appointment(old_id).await?;
@@ -276,7 +279,10 @@ impl Engine {
         if self.proposal_origin(&proposal).await?.is_none() {
             return Err(BookingError::AppointmentNotFound);
         }
-        self.confirm(id).await
+        self.confirm(id).await.map_err(|e| match e {
+            BookingError::HoldExpired => BookingError::ProposalLapsed,
+            other => other,
+        })
     }
 
     /// The citizen declines the offer: its seat goes back to everyone.

@@ -56,6 +56,8 @@ pub enum BookingError {
     SmsBudgetExhausted,
     #[error("this number cannot receive SMS")]
     CannotReceiveSms,
+    #[error("the replacement offered lapsed and its seat was taken")]
+    ProposalLapsed,
     #[error("period ends before it starts")]
     InvalidPeriod,
     #[error(transparent)]
@@ -90,6 +92,7 @@ impl BookingError {
             BookingError::TooManyCodes => "too_many_codes",
             BookingError::SmsBudgetExhausted => "sms_budget_exhausted",
             BookingError::CannotReceiveSms => "cannot_receive_sms",
+            BookingError::ProposalLapsed => "proposal_lapsed",
             BookingError::InvalidPeriod => "invalid_period",
             BookingError::Store(_) => "internal_error",
         }
@@ -193,6 +196,9 @@ impl BookingError {
             }
             BookingError::CannotReceiveSms => {
                 "Ce numéro ne peut pas recevoir le code par SMS (numéro fixe, surtaxé ou étranger). Indiquez un numéro de mobile français ou une adresse e-mail.".into()
+            }
+            BookingError::ProposalLapsed => {
+                "Le créneau qui vous était proposé n'a pas été accepté à temps et il a été réservé depuis. Choisissez un autre créneau sur la page de votre mairie, ou appelez-la.".into()
             }
             BookingError::InvalidPeriod => {
                 "La fin de la période doit venir après son début.".into()

@@ -147,6 +147,7 @@ pub(crate) fn booking_status(e: &BookingError) -> StatusCode {
         | BookingError::Duplicate(_)
         | BookingError::NotModifiable(_)
         | BookingError::AlreadyStarted
+        | BookingError::ProposalLapsed
         | BookingError::TooEarlyToMark
         | BookingError::AlreadyConfirmed => StatusCode::CONFLICT,
         BookingError::WrongCode { .. }

@@ -1007,3 +1007,63 @@ async fn the_platform_sees_communes_costs_and_accounts() {
     assert_eq!(off.status, 303);
     assert_eq!(newcomer.get("/agent/jour").await.status, 303);
 }
+
+/// An offer answered after its 48 hours: accepted if its seat is still free, otherwise a
+/// clear refusal — never an error about a ten-minute hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_to_an_offer() {
+    let db = TestDb::sqlite().await;
+    let (app, _twilio) = demo_app(&db).await;
+    let engine = app.app.engine().clone();
+    let mut web = signed_in(&app, "agent@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let mut proposals = Vec::new();
+    for name in ["Tardif", "Retard"] {
+        let page = web
+            .get(&format!(
+                "/agent/reserver?demarche={service}&personnes=1&date=2026-12-14"
+            ))
+            .await;
+        let slot = page
+            .html
+            .split("name=\"creneau\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let booked = web
+            .post(
+                "/agent/reserver",
+                &[
+                    ("csrf", &csrf(&web)),
+                    ("demarche", &service.to_string()),
+                    ("personnes", "1"),
+                    ("creneau", &slot),
+                    ("nom", name),
+                    (
+                        "mobile",
+                        if name == "Tardif" {
+                            "06 39 98 60 01"
+                        } else {
+                            "06 39 98 60 02"
+                        },
+                    ),
+                ],
+            )
+            .await;
+        let id = id_from(booked.location.as_deref().unwrap());
+        let outcome = engine
+            .cancel_with_proposal(id, "Élections", true)
+            .await
+            .unwrap();
+        proposals.push(outcome.proposal.unwrap());
+    }
+    app.clock.advance(chrono::Duration::hours(49));
+    let late = engine.accept_proposal(proposals[0].id).await.unwrap();
+    assert_eq!(late.status, Status::Confirmed, "the seat was still free");
+    // Long after the offered time itself: refused, with words that fit.
+    app.clock.advance(chrono::Duration::days(30));
+    let too_late = engine.accept_proposal(proposals[1].id).await.unwrap_err();
+    assert_eq!(too_late.code(), "proposal_lapsed", "{too_late:?}");
+    assert!(too_late.message().contains("n'a pas été accepté à temps"));
+}
