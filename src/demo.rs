@@ -441,8 +441,12 @@ pub async fn seed(engine: &Engine) -> anyhow::Result<bool> {
     }
     seed_closures(engine, &seeded, today).await?;
     seed_bookings(engine, &seeded, today).await?;
+    store.shared_secret(DEMO_MARK, "oui").await?;
     Ok(true)
 }
+
+/// Set in the settings of a database that `guichet demo` seeded itself.
+const DEMO_MARK: &str = "demo_database";
 
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "guichet-demo";
@@ -450,6 +454,12 @@ pub const DEMO_PASSWORD: &str = "guichet-demo";
 /// The demo accounts of SPEC.md: an agent and a commune administrator for each demo commune,
 /// and the platform administrator. Created when missing, only by `guichet demo` (and tests).
 pub async fn seed_accounts(store: &dyn crate::store::Store) -> anyhow::Result<Vec<(String, Role)>> {
+    // Accounts with a published password belong only in a database the demo created: never in
+    // one that held real communes when `guichet demo` was pointed at it.
+    if store.setting(DEMO_MARK).await?.is_none() {
+        tracing::warn!("not a demo database: no demo accounts created");
+        return Ok(Vec::new());
+    }
     let mut accounts = vec![(
         "plateforme@guichet.demo".to_owned(),
         "Administration de la plateforme".to_owned(),

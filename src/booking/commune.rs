@@ -7,7 +7,7 @@
 
 use super::{BookingError, Engine, Result, offered, take_seat, touch};
 use crate::domain::slots::SlotFilter;
-use crate::domain::{Appointment, AppointmentId, Closure, Status};
+use crate::domain::{Appointment, AppointmentId, Closure, CommuneId, Status};
 use crate::notify::templates::Proposal;
 use crate::store::{NewClosure, SmsAction};
 use chrono::{DateTime, Duration, Utc};
@@ -18,9 +18,47 @@ pub struct CommuneCancellation {
     pub cancelled: Appointment,
     /// The replacement held for the citizen, when a free slot could be found.
     pub proposal: Option<Appointment>,
-    /// Whether the citizen was told (by SMS or e-mail); `false` when there is no way to reach
-    /// them and someone must call them.
-    pub reached: bool,
+    /// How the citizen was told.
+    pub told: Told,
+}
+
+/// How a citizen hears of the commune's cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    Sms,
+    Email,
+    SmsAndEmail,
+    /// No mobile that takes SMS, no e-mail: someone must call them.
+    Nobody,
+    /// A booking still being made (a hold never confirmed): nothing to tell.
+    NotNeeded,
+}
+
+impl Told {
+    fn of(appointment: &Appointment, allow_foreign: bool) -> Self {
+        let sms = appointment
+            .citizen
+            .phone
+            .as_ref()
+            .is_some_and(|p| p.can_receive_sms(allow_foreign));
+        match (sms, appointment.citizen.email.is_some()) {
+            (true, true) => Told::SmsAndEmail,
+            (true, false) => Told::Sms,
+            (false, true) => Told::Email,
+            (false, false) => Told::Nobody,
+        }
+    }
+
+    /// What the agent reads in a closure's report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Told::Sms => "prévenu par SMS",
+            Told::Email => "prévenu par e-mail",
+            Told::SmsAndEmail => "prévenu par SMS et e-mail",
+            Told::Nobody => "injoignable : à appeler",
+            Told::NotNeeded => "réservation en cours, non confirmée : rien à prévenir",
+        }
+    }
 }
 
 /// How many candidate slots are tried before giving up on a replacement (each may be taken by
@@ -28,10 +66,11 @@ pub struct CommuneCancellation {
 const CANDIDATES: usize = 5;
 
 impl Engine {
-    /// Cancels a confirmed (or held) appointment for the commune with `reason`. With `propose`,
-    /// the first free slot of the same service from the day of the cancelled one on, not
-    /// overlapping it (at the same location if there is one, otherwise anywhere in the
-    /// commune), is held for the citizen and offered in the notice. A hold that was not yet confirmed is simply released.
+    /// Cancels a confirmed appointment, or a replacement still offered, for the commune with
+    /// `reason`. With `propose`, the first free slot of the same service from the day of the
+    /// cancelled one on, not overlapping it (at the same location if there is one, otherwise
+    /// anywhere in the commune), is held for the citizen and offered in the notice. A booking
+    /// still being made (a hold never confirmed) is simply released.
     pub async fn cancel_with_proposal(
         &self,
         id: AppointmentId,
@@ -42,6 +81,7 @@ impl Engine {
         let before = self.appointment(id).await?;
         match before.effective_status(now) {
             Status::Confirmed => {}
+            Status::Held if self.proposal_origin(&before).await?.is_some() => {}
             Status::Held => {
                 let cancelled = self
                     .cancel(
@@ -54,25 +94,28 @@ impl Engine {
                 return Ok(CommuneCancellation {
                     cancelled,
                     proposal: None,
-                    reached: true,
-                });
-            }
-            Status::CancelledByCommune => {
-                return Ok(CommuneCancellation {
-                    cancelled: before,
-                    proposal: None,
-                    reached: true,
+                    told: Told::NotNeeded,
                 });
             }
             other => return Err(BookingError::NotModifiable(other)),
         }
         if propose {
-            for candidate in self.replacement_candidates(&before).await? {
+            // No replacement can be found for a service or place the commune has just
+            // withdrawn: the cancellation goes ahead without one.
+            let candidates = match self.replacement_candidates(&before).await {
+                Ok(c) => c,
+                Err(BookingError::ServiceNotFound | BookingError::LocationNotFound) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            for candidate in candidates {
                 match self
                     .retry(|| self.cancel_and_propose_once(id, reason, Some(candidate)))
                     .await
                 {
-                    Err(BookingError::SlotTaken) | Err(BookingError::SlotUnavailable) => continue,
+                    Err(BookingError::SlotTaken)
+                    | Err(BookingError::SlotUnavailable)
+                    | Err(BookingError::ServiceNotFound)
+                    | Err(BookingError::LocationNotFound) => continue,
                     other => return other,
                 }
             }
@@ -160,8 +203,11 @@ impl Engine {
             .flat_map(|(_, _, offers, _)| offers.iter().map(|(p, _)| *p))
             .collect();
         let (mut tx, mut old) = self.open(&before, &lock).await?;
-        if old.effective_status(now) != Status::Confirmed {
-            return Err(BookingError::NotModifiable(old.effective_status(now)));
+        match old.effective_status(now) {
+            Status::Confirmed => {}
+            // An offer the citizen has not answered yet (checked by the caller).
+            Status::Held if old.replaces_id.is_some() => {}
+            other => return Err(BookingError::NotModifiable(other)),
         }
         old.status = Status::CancelledByCommune;
         old.seat = None;
@@ -212,7 +258,8 @@ impl Engine {
                 .as_ref()
                 .filter(|p| p.can_receive_sms(details.commune.allow_foreign_mobiles))
             {
-                tx.set_sms_conversation(phone.as_str(), new.id, SmsAction::Accept, expires)
+                // A late OUI is still an answer while the offered time is ahead.
+                tx.set_sms_conversation(phone.as_str(), new.id, SmsAction::Accept, start)
                     .await?;
             }
             proposal = Some((
@@ -239,17 +286,11 @@ impl Engine {
             .await?;
         tx.commit().await?;
         self.wake.notify_one();
-        let citizen = &old.citizen;
-        let reached = citizen
-            .phone
-            .as_ref()
-            .is_some_and(|p| p.can_receive_sms(details.commune.allow_foreign_mobiles))
-            || citizen.email.is_some();
         tracing::info!(appointment = %id, proposal = proposal.is_some(), "appointment cancelled by the commune");
         Ok(CommuneCancellation {
+            told: Told::of(&old, details.commune.allow_foreign_mobiles),
             cancelled: old,
             proposal: proposal.map(|(a, _)| a),
-            reached,
         })
     }
 
@@ -274,7 +315,11 @@ impl Engine {
     pub async fn accept_proposal(&self, id: AppointmentId) -> Result<Appointment> {
         let proposal = self.appointment(id).await?;
         if proposal.confirmed_at.is_some() {
-            return Ok(proposal);
+            // Accepting twice is harmless; accepting what was cancelled since is not possible.
+            return match proposal.status {
+                Status::Confirmed => Ok(proposal),
+                other => Err(BookingError::NotModifiable(other)),
+            };
         }
         if self.proposal_origin(&proposal).await?.is_none() {
             return Err(BookingError::AppointmentNotFound);
@@ -285,13 +330,15 @@ impl Engine {
         })
     }
 
-    /// The citizen declines the offer: its seat goes back to everyone.
+    /// The citizen declines the offer: it is cancelled by them (so that a later OUI does not
+    /// revive it) and its seat goes back to everyone.
     pub async fn decline_proposal(&self, id: AppointmentId) -> Result<()> {
         let proposal = self.appointment(id).await?;
         if self.proposal_origin(&proposal).await?.is_none() {
             return Err(BookingError::AppointmentNotFound);
         }
-        self.release_hold(id).await
+        self.cancel(id, &super::Cancellation::ByCitizen).await?;
+        Ok(())
     }
 
     /// Closes a planning, a location or the whole commune for a period: the closure is recorded
@@ -347,5 +394,28 @@ impl Engine {
             .filter(|a| closure.planning_id.is_none_or(|p| p == a.planning_id))
             .filter(|a| closure.location_id.is_none_or(|l| l == a.location_id))
             .collect())
+    }
+
+    /// After the commune changed its reminder delay or quiet hours: the reminders not sent
+    /// yet move to their new time, or go when none is due any more. Returns (moved, dropped).
+    pub async fn reschedule_reminders(&self, commune: CommuneId) -> Result<(usize, usize)> {
+        self.forget_config(commune);
+        let config = self.config(commune).await?;
+        let now = self.clock.now();
+        let (mut moved, mut dropped) = (0, 0);
+        for (id, starts_at, confirmed_at) in self.store.pending_reminders(commune).await? {
+            let due = crate::domain::reminders::reminder_due(
+                &config.commune,
+                starts_at,
+                confirmed_at.unwrap_or(now),
+            );
+            match due {
+                Some(_) => moved += 1,
+                None => dropped += 1,
+            }
+            self.store.reschedule(id, due, now).await?;
+        }
+        self.wake.notify_one();
+        Ok((moved, dropped))
     }
 }

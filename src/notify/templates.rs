@@ -379,13 +379,16 @@ pub fn commune_cancellation_sms(
             // The offer is accepted by replying OUI or through the link: both are said.
             sms([
                 format!(
-                    "{commune} doit annuler votre RDV du {short} à {time} ({reason}). Nouveau RDV proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
+                    "{commune} doit annuler votre RDV du {short} à {time} ({reason}). Nouveau RDV proposé : {new_short} à {new_time}. Pour accepter, répondez OUI ou ouvrez {accept}"
                 ),
                 format!(
-                    "{commune} annule votre RDV du {short} à {time}. Proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
+                    "{commune} annule votre RDV du {short} à {time}. Proposé : {new_short} à {new_time}. Pour accepter, répondez OUI ou ouvrez {accept}"
                 ),
                 format!(
-                    "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Répondez OUI ou : {accept}"
+                    "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Pour accepter, répondez OUI ou ouvrez {accept}"
+                ),
+                format!(
+                    "RDV du {short} annulé. Proposé : {new_short} à {new_time}. Acceptez : OUI par SMS ou {accept}"
                 ),
                 format!(
                     "RDV du {short} annulé par la mairie. Proposé : {new_short} à {new_time}. Pour accepter, répondez OUI."
@@ -536,18 +539,6 @@ pub fn sms_cancelled(commune: &Commune, appointment: &Appointment, booking_url: 
     sms([
         format!("Votre RDV du {short} à {time} est annulé. Pour en reprendre un : {booking_url}"),
         format!("Votre RDV du {short} à {time} est annulé."),
-    ])
-}
-
-/// The reply to OUI accepting a replacement: the confirmation itself follows.
-pub fn sms_proposal_accepted(commune: &Commune, appointment: &Appointment) -> String {
-    let at = local(commune, appointment.starts_at);
-    let (long, short, time) = (long_date(at), short_date(at), short_time(at));
-    sms([
-        format!(
-            "C'est noté : votre nouveau RDV du {long} à {time} est confirmé. Vous allez recevoir sa confirmation."
-        ),
-        format!("Nouveau RDV du {short} à {time} confirmé."),
     ])
 }
 

@@ -560,6 +560,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A random secret shared by every instance, created on first use.
     async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String>;
+    /// A platform setting, if it was ever written.
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
 
     async fn begin_idempotent(
         &self,
@@ -599,8 +601,8 @@ pub trait Store: Send + Sync + 'static {
     /// The active account a live session belongs to.
     async fn session_agent(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<Agent>>;
     async fn delete_session(&self, token_hash: &str) -> Result<()>;
-    /// Records a failed sign-in against `key` and returns the failures since `since`
-    /// (forgetting older ones).
+    /// Records a sign-in attempt (counted as failed until cleared) against `key` and returns
+    /// the attempts since `since`, this one included (forgetting older ones, of every key).
     async fn record_signin_failure(
         &self,
         key: &str,
@@ -643,6 +645,19 @@ pub trait Store: Send + Sync + 'static {
     async fn update_opening_rule(&self, id: OpeningRuleId, rule: &NewOpeningRule) -> Result<()>;
     async fn delete_opening_rule(&self, id: OpeningRuleId) -> Result<()>;
     async fn delete_closure(&self, id: ClosureId) -> Result<()>;
+    /// The reminders of a commune not sent yet: (notification, appointment start, when it was
+    /// confirmed).
+    async fn pending_reminders(
+        &self,
+        commune: CommuneId,
+    ) -> Result<Vec<(NotificationId, DateTime<Utc>, Option<DateTime<Utc>>)>>;
+    /// Moves a notification not sent yet to `due_at`, or with `None` cancels it.
+    async fn reschedule(
+        &self,
+        id: NotificationId,
+        due_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     async fn is_sms_opted_out(&self, phone: &str) -> Result<bool>;
     async fn set_sms_conversation(
@@ -1052,7 +1067,8 @@ mod sql {
         a.commune_id, a.active, a.created_at FROM agent_sessions s JOIN agents a ON a.id = s.agent_id \
         WHERE s.token_hash = $1 AND s.expires_at > $2 AND a.active";
     pub const DELETE_SESSION: &str = "DELETE FROM agent_sessions WHERE token_hash = $1";
-    pub const FORGET_OLD_FAILURES: &str = "DELETE FROM signin_failures WHERE key = $1 AND at < $2";
+    /// Every key's old failures go, so that guesses at made-up e-mails do not pile up.
+    pub const FORGET_OLD_FAILURES: &str = "DELETE FROM signin_failures WHERE at < $1";
     pub const INSERT_FAILURE: &str = "INSERT INTO signin_failures (key, at) VALUES ($1, $2)";
     pub const COUNT_FAILURES: &str =
         "SELECT COUNT(*) FROM signin_failures WHERE key = $1 AND at >= $2";
@@ -1094,5 +1110,13 @@ mod sql {
     pub const DELETE_RULE_SERVICES: &str = "DELETE FROM opening_rule_services WHERE rule_id = $1";
     pub const DELETE_RULE: &str = "DELETE FROM opening_rules WHERE id = $1";
     pub const DELETE_CLOSURE: &str = "DELETE FROM closures WHERE id = $1";
+    pub const PENDING_REMINDERS: &str = "SELECT n.id, a.starts_at, a.confirmed_at FROM notifications n \
+        JOIN appointments a ON a.id = n.appointment_id WHERE n.commune_id = $1 \
+        AND n.kind = 'reminder' AND n.status = 'pending'";
+    pub const RESCHEDULE: &str = "UPDATE notifications SET due_at = $2, updated_at = $3 \
+        WHERE id = $1 AND status = 'pending'";
+    pub const CANCEL_NOTIFICATION: &str = "UPDATE notifications SET status = 'cancelled', \
+        last_error = 'no longer due after a change of settings', updated_at = $2 \
+        WHERE id = $1 AND status = 'pending'";
     pub const TAKE_CONVERSATION: &str = "DELETE FROM sms_conversations WHERE phone = $1 RETURNING appointment_id, action, expires_at";
 }

@@ -662,6 +662,14 @@ macro_rules! impl_store {
                     .map_err(map_err)
             }
 
+            async fn setting(&self, name: &str) -> Result<Option<String>> {
+                sqlx::query_scalar(sql::SETTING)
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
             async fn begin_idempotent(
                 &self,
                 scope: &str,
@@ -844,7 +852,6 @@ macro_rules! impl_store {
                 let (_writer, mut tx) = self.write_tx().await?;
                 lock_key(&mut tx, key).await?;
                 sqlx::query(sql::FORGET_OLD_FAILURES)
-                    .bind(key)
                     .bind(ts(since))
                     .execute(&mut *tx)
                     .await
@@ -1104,6 +1111,41 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn pending_reminders(
+                &self,
+                commune: CommuneId,
+            ) -> Result<Vec<(NotificationId, DateTime<Utc>, Option<DateTime<Utc>>)>> {
+                sqlx::query_as(sql::PENDING_REMINDERS)
+                    .bind(commune)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)
+            }
+
+            async fn reschedule(
+                &self,
+                id: NotificationId,
+                due_at: Option<DateTime<Utc>>,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let _writer = self.writer().await;
+                match due_at {
+                    Some(due) => sqlx::query(sql::RESCHEDULE)
+                        .bind(id)
+                        .bind(ts(due))
+                        .bind(ts(now))
+                        .execute(&self.pool)
+                        .await,
+                    None => sqlx::query(sql::CANCEL_NOTIFICATION)
+                        .bind(id)
+                        .bind(ts(now))
+                        .execute(&self.pool)
+                        .await,
+                }
+                .map_err(map_err)?;
                 Ok(())
             }
 

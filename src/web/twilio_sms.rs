@@ -173,6 +173,11 @@ pub async fn incoming(
     };
     let text = param(&params, "Body").unwrap_or_default();
     match reply(&state, &from, command(text)).await {
+        Ok((reply, _)) if reply.is_empty() => (
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            twiml::message_response(None),
+        )
+            .into_response(),
         Ok((reply, commune)) => {
             record_reply(&state, &from, &reply, commune).await;
             twiml_reply(&reply)
@@ -225,14 +230,10 @@ async fn reply(
                     Err(e) => (gsm7::transliterate(&e.message()), None),
                 }
             }
+            // Accepted: the confirmation (with its link) follows through the outbox; a reply
+            // on top would be a fourth SMS for this appointment.
             Some((id, SmsAction::Accept)) => match engine.accept_proposal(id).await {
-                Ok(accepted) => {
-                    let details = engine.details(&accepted).await?;
-                    (
-                        templates::sms_proposal_accepted(&details.commune, &accepted),
-                        Some(accepted.commune_id),
-                    )
-                }
+                Ok(accepted) => (String::new(), Some(accepted.commune_id)),
                 Err(e) => (gsm7::transliterate(&e.message()), None),
             },
             None => (templates::sms_help(), None),

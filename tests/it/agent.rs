@@ -92,7 +92,7 @@ async fn sign_in_sessions_and_sign_out() {
     assert_eq!(day.status, 303);
     assert_eq!(
         day.location.as_deref(),
-        Some("/agent/connexion?suite=%2Fagent%2Fjour")
+        Some("/agent/connexion?suite=%2Fagent%2Fjour%3Fdate%3D2026-12-01")
     );
 
     let form = web.get("/agent/connexion").await;
@@ -301,7 +301,7 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
     assert_eq!(quiet.status, Status::Confirmed);
     assert_eq!(quiet.channel, guichet::domain::Channel::Agent);
     let page = web.get(booked.location.as_deref().unwrap()).await;
-    assert!(page.contains("Aucune coordonnée"), "{}", page.html);
+    assert!(page.contains("Ni mobile ni e-mail"), "{}", page.html);
     assert!(store.notifications_of(quiet.id).await.unwrap().is_empty());
 
     // The same slot again, until every station at that time is taken: then said on the form.
@@ -427,7 +427,8 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
         .await;
     assert_eq!(response.status(), 200);
     let twiml = response.text().await.unwrap();
-    assert!(twiml.contains("confirm"), "{twiml}");
+    // No reply: the confirmation SMS is the answer (three SMS per appointment, not four).
+    assert!(!twiml.contains("<Message"), "{twiml}");
     let accepted = store.appointment(proposal_id).await.unwrap().unwrap();
     assert_eq!(accepted.status, Status::Confirmed);
     app.deliver().await;
@@ -544,7 +545,9 @@ async fn a_replacement_is_accepted_or_declined_by_link() {
                 done.html
             );
             let stored = store.appointment(proposal.id).await.unwrap().unwrap();
-            assert_eq!(stored.effective_status(app.clock.now()), Status::Expired);
+            assert_eq!(stored.status, Status::CancelledByCitizen);
+            // A later OUI does not revive what was declined.
+            assert!(engine.accept_proposal(proposal.id).await.is_err());
             // Declined: its seat is free for anyone again.
             let free = engine
                 .free_slots(
@@ -1066,4 +1069,232 @@ async fn a_late_answer_to_an_offer() {
     let too_late = engine.accept_proposal(proposals[1].id).await.unwrap_err();
     assert_eq!(too_late.code(), "proposal_lapsed", "{too_late:?}");
     assert!(too_late.message().contains("n'a pas été accepté à temps"));
+}
+
+/// Booking for someone who already has an appointment of that kind: where it is, when it is
+/// this commune's; a plain sentence, when it is another commune's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_elsewhere_is_not_revealed() {
+    let db = TestDb::sqlite().await;
+    let (app, _twilio) = demo_app(&db).await;
+    let mut thonon = signed_in(&app, "agent@thonon-les-bains.demo").await;
+    let thonon_service = titres(&app, "thonon-les-bains").await;
+    let slot = first_slot(&mut thonon, thonon_service, 1).await;
+    let booked = thonon
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&thonon)),
+                ("demarche", &thonon_service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Mercier"),
+                ("mobile", "06 39 98 70 01"),
+            ],
+        )
+        .await;
+    assert_eq!(booked.status, 303, "{}", booked.html);
+
+    let mut annecy = signed_in(&app, "agent@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let slot = first_slot(&mut annecy, service, 1).await;
+    let refused = annecy
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&annecy)),
+                ("demarche", &service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Mercier"),
+                ("mobile", "06 39 98 70 01"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.html);
+    assert!(
+        refused.contains("dans une autre commune"),
+        "{}",
+        refused.html
+    );
+    assert!(!refused.contains("Thonon"), "{}", refused.html);
+
+    // The same person again in Thonon: there, the agent sees when and where.
+    let slot = first_slot(&mut thonon, thonon_service, 1).await;
+    let here = thonon
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&thonon)),
+                ("demarche", &thonon_service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Mercier"),
+                ("mobile", "06 39 98 70 01"),
+            ],
+        )
+        .await;
+    assert_eq!(here.status, 422);
+    assert!(
+        here.contains("Cette personne a déjà un rendez-vous"),
+        "{}",
+        here.html
+    );
+}
+
+/// An offer cancelled in turn (the replacement station breaks too) is offered again, and the
+/// citizen is told; a hold still being made is just released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_cancelled_again_is_replaced_again() {
+    let db = TestDb::sqlite().await;
+    let (app, twilio) = demo_app(&db).await;
+    let engine = app.app.engine().clone();
+    let mut web = signed_in(&app, "agent@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let slot = first_slot(&mut web, service, 1).await;
+    let booked = web
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&web)),
+                ("demarche", &service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Gauthier"),
+                ("mobile", "06 39 98 70 02"),
+            ],
+        )
+        .await;
+    let id = id_from(booked.location.as_deref().unwrap());
+    let first = engine
+        .cancel_with_proposal(id, "Panne", true)
+        .await
+        .unwrap();
+    assert_eq!(first.told, guichet::booking::Told::Sms);
+    let offer = first.proposal.unwrap();
+    let second = engine
+        .cancel_with_proposal(offer.id, "Panne prolongée", true)
+        .await
+        .unwrap();
+    assert_eq!(second.cancelled.status, Status::CancelledByCommune);
+    let again = second.proposal.expect("a new offer");
+    assert_ne!(again.starts_at, offer.starts_at);
+    assert_eq!(again.replaces_id, Some(offer.id));
+    app.deliver().await;
+    let notices: Vec<_> = twilio
+        .sent_to("+33639987002")
+        .into_iter()
+        .filter(|m| m.body.contains("OUI"))
+        .collect();
+    assert_eq!(notices.len(), 2, "told of each offer: {notices:?}");
+    // OUI accepts the latest offer.
+    let response = app
+        .post_twilio(
+            "/twilio/sms",
+            &[
+                ("From", "+33639987002"),
+                ("To", "+33465710001"),
+                ("Body", "OUI"),
+                ("MessageSid", "SM-latest"),
+            ],
+            Signature::Valid,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let store = engine.store();
+    assert_eq!(
+        store.appointment(again.id).await.unwrap().unwrap().status,
+        Status::Confirmed
+    );
+    // Accepted, then cancelled by the citizen: a late OUI does not bring it back.
+    engine
+        .cancel(again.id, &guichet::booking::Cancellation::ByCitizen)
+        .await
+        .unwrap();
+    assert!(engine.accept_proposal(again.id).await.is_err());
+}
+
+/// Changing the reminder delay moves the reminders already queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_reminder_delay_moves_queued_reminders() {
+    let db = TestDb::sqlite().await;
+    let (app, _twilio) = demo_app(&db).await;
+    let store = app.app.engine().store().clone();
+    let mut web = signed_in(&app, "admin@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let page = web
+        .get(&format!(
+            "/agent/reserver?demarche={service}&personnes=1&date=2026-12-10"
+        ))
+        .await;
+    let slot = page
+        .html
+        .split("name=\"creneau\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let booked = web
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&web)),
+                ("demarche", &service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Rappel"),
+                ("mobile", "06 39 98 70 03"),
+            ],
+        )
+        .await;
+    let id = id_from(booked.location.as_deref().unwrap());
+    let reminder = |store: std::sync::Arc<dyn guichet::store::Store>| async move {
+        store
+            .notifications_of(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|n| n.message.kind == guichet::domain::NotificationKind::Reminder)
+            .unwrap()
+    };
+    let before = reminder(store.clone()).await;
+    let ap = store.appointment(id).await.unwrap().unwrap();
+    assert_eq!(
+        (ap.starts_at - before.message.due_at).num_hours(),
+        48,
+        "{before:?}"
+    );
+    let saved = web
+        .post(
+            "/agent/configuration/commune",
+            &[
+                ("csrf", &csrf(&web)),
+                ("rappel", "24"),
+                ("silence_debut", "20:00"),
+                ("silence_fin", "08:00"),
+                ("standard", "04 65 71 00 99"),
+                ("horaires_standard", "lun mar mer jeu ven 08:30-12:00"),
+                ("expediteur", "Annecy"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.html);
+    let after = reminder(store.clone()).await;
+    assert_eq!((ap.starts_at - after.message.due_at).num_hours(), 24);
+    assert_eq!(after.status, guichet::domain::NotificationStatus::Pending);
+    let note = web.get(saved.location.as_deref().unwrap()).await;
+    assert!(note.contains("replanifiés : "), "{}", note.html);
+    let commune = store.commune(ap.commune_id).await.unwrap().unwrap();
+    assert_eq!(commune.reminder_delay_hours, 24);
+    assert_eq!(commune.switchboard_number.as_deref(), Some("+33465710099"));
+}
+
+/// Demo accounts, with their published password, never land in a database the demo did not
+/// create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_accounts_only_in_a_demo_database() {
+    let world = crate::helpers::World::new(TestDb::sqlite().await).await;
+    let created = guichet::demo::seed_accounts(world.store()).await.unwrap();
+    assert!(created.is_empty());
+    assert!(world.store().agents(None).await.unwrap().is_empty());
 }

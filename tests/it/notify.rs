@@ -93,7 +93,6 @@ async fn every_sms_is_one_gsm7_segment() {
                     templates::sms_help(),
                     templates::sms_stopped(),
                     templates::sms_nothing_to_cancel(),
-                    templates::sms_proposal_accepted(&commune, &appointment),
                 ];
                 for reason in reasons {
                     texts.push(templates::commune_cancellation_sms(&s, reason, None));

@@ -744,7 +744,7 @@ async fn back_office_round_trip(db: crate::helpers::TestDb) {
     );
     assert_eq!(
         store
-            .record_signin_failure("ip:192.0.2.1", old, old - window)
+            .record_signin_failure("ip:192.0.2.1", now, now - window)
             .await
             .unwrap(),
         1

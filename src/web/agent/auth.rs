@@ -2,7 +2,8 @@
 //! the cookie is `HttpOnly`, `SameSite=Lax`, `Secure` when guichet is served over HTTPS.
 //! Failed sign-ins are counted in the database too, so the limit holds across instances:
 //! 5 failures for one account, or 20 from one network, within 15 minutes close the door
-//! until the window has passed. An unknown e-mail costs the same time as a wrong password.
+//! until the window has passed (an account's attempts count before the password check, so
+//! that parallel guesses cannot slip through together). An unknown e-mail costs the same time as a wrong password.
 
 use super::super::pages::{FieldError, PageError, check_csrf, render, see_other};
 use super::super::security::{ClientIp, Csrf};
@@ -130,7 +131,12 @@ pub async fn sign_in_post(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    if store.signin_failures(&account_key, since).await? >= FAILURES_PER_ACCOUNT
+    // The attempt counts before the (slow) password check, so that a burst of parallel
+    // guesses cannot all pass the limit; a success clears it.
+    let attempts = store
+        .record_signin_failure(&account_key, now, since)
+        .await?;
+    if attempts > FAILURES_PER_ACCOUNT
         || store.signin_failures(&network_key, since).await? >= FAILURES_PER_NETWORK
     {
         return refuse(
@@ -149,9 +155,6 @@ pub async fn sign_in_post(
             .await
             .unwrap_or(false);
     let Some(agent) = agent.filter(|a| a.active && matches) else {
-        store
-            .record_signin_failure(&account_key, now, since)
-            .await?;
         store
             .record_signin_failure(&network_key, now, since)
             .await?;

@@ -219,36 +219,46 @@ async fn carry_out(
         return Ok(String::new());
     }
     if one(form, "decision") != "annuler" {
-        return Ok(format!(
-            "{} rendez-vous déjà pris restent maintenus.",
-            stranded.len()
-        ));
+        return Ok(match stranded.len() {
+            1 => "Le rendez-vous déjà pris est maintenu.".to_owned(),
+            n => format!("Les {n} rendez-vous déjà pris sont maintenus."),
+        });
     }
     let reason = match one(form, "motif") {
         "" => "Changement des horaires de la mairie",
         r => r,
     };
-    let mut proposed = 0;
+    let (mut cancelled, mut proposed, mut failed) = (0, 0, Vec::new());
     for ap in stranded {
-        if let Ok(outcome) = state.engine.cancel_with_proposal(ap.id, reason, true).await
-            && outcome.proposal.is_some()
-        {
-            proposed += 1;
+        match state.engine.cancel_with_proposal(ap.id, reason, true).await {
+            Ok(outcome) => {
+                cancelled += 1;
+                proposed += usize::from(outcome.proposal.is_some());
+            }
+            Err(e) => {
+                tracing::warn!(appointment = %ap.id, error = %e, "stranded appointment not cancelled");
+                failed.push(ap.citizen.name.as_str().to_owned());
+            }
         }
     }
     a.audit(
         state,
         "annulation",
         format!(
-            "{} rendez-vous annulés après un changement de configuration : {reason}",
-            stranded.len()
+            "{cancelled} rendez-vous annulé(s) après un changement de configuration : {reason}"
         ),
     )
     .await;
-    Ok(format!(
-        "{} rendez-vous annulés, dont {proposed} avec un nouveau créneau proposé.",
-        stranded.len()
-    ))
+    let mut note = format!(
+        "Rendez-vous annulés : {cancelled}, dont {proposed} avec un nouveau créneau proposé."
+    );
+    if !failed.is_empty() {
+        note.push_str(&format!(
+            " Non annulés (à traiter depuis la journée) : {}.",
+            failed.join(", ")
+        ));
+    }
+    Ok(note)
 }
 
 fn done(to: &str, note: &str) -> Response {
@@ -280,6 +290,8 @@ struct ClosureRow {
 #[template(path = "agent/config.html")]
 struct OverviewPage {
     l: AgentLayout,
+    /// The "add" form to show open (its errors are listed): `lieu`, `dem`, `pl` or none.
+    open: &'static str,
     admin: bool,
     note: String,
     errors: Vec<FieldError>,
@@ -317,6 +329,30 @@ async fn render_overview(
     note: String,
     errors: Vec<FieldError>,
 ) -> Result<Response, PageError> {
+    render_overview_open(state, a, note, errors, "").await
+}
+
+/// The overview with the errors of one "add" form, whose fields carry `prefix` in their ids.
+async fn render_add_errors(
+    state: &AppState,
+    a: &CommuneAgent,
+    prefix: &'static str,
+    errors: Vec<FieldError>,
+) -> Result<Response, PageError> {
+    let errors = errors
+        .into_iter()
+        .map(|e| FieldError::new(&format!("{prefix}-{}", e.field), e.message))
+        .collect();
+    render_overview_open(state, a, String::new(), errors, prefix).await
+}
+
+async fn render_overview_open(
+    state: &AppState,
+    a: &CommuneAgent,
+    note: String,
+    errors: Vec<FieldError>,
+    open: &'static str,
+) -> Result<Response, PageError> {
     let config = state.engine.config(a.commune.id).await?;
     let c = &config.commune;
     let now = state.engine.now();
@@ -334,7 +370,15 @@ async fn render_overview(
         })
         .collect();
     let page = OverviewPage {
-        l: a.layout("Configuration", "/agent/configuration"),
+        l: a.layout(
+            if errors.is_empty() {
+                "Configuration"
+            } else {
+                "Erreur : Configuration"
+            },
+            "/agent/configuration",
+        ),
+        open,
         admin: a.is_admin(),
         note,
         reminder_delay: c.reminder_delay_hours.to_string(),
@@ -522,12 +566,13 @@ pub async fn commune_post(
         .store()
         .update_commune_settings(a.commune.id, &settings)
         .await?;
-    state.engine.forget_config(a.commune.id);
+    // Reminders already queued follow the new delay and quiet hours.
+    let (moved, dropped) = state.engine.reschedule_reminders(a.commune.id).await?;
     a.audit(
         &state,
         "configuration",
         format!(
-            "commune : rappel {} h avant, silence {}–{}, standard {}",
+            "commune : rappel {} h avant, silence {}–{}, standard {} ; rappels en attente : {moved} replanifiés, {dropped} supprimés",
             reminder_delay_hours,
             hhmm(quiet_start),
             hhmm(quiet_end),
@@ -535,10 +580,14 @@ pub async fn commune_post(
         ),
     )
     .await;
-    Ok(done(
-        "/agent/configuration",
-        "Réglages de la commune enregistrés.",
-    ))
+    let note = if moved + dropped == 0 {
+        "Réglages de la commune enregistrés.".to_owned()
+    } else {
+        format!(
+            "Réglages de la commune enregistrés. Rappels déjà prévus, replanifiés : {moved} ; supprimés : {dropped}."
+        )
+    };
+    Ok(done("/agent/configuration", &note))
 }
 
 pub async fn voice_post(
@@ -636,7 +685,7 @@ pub async fn location_new(
     a.require_admin()?;
     let mut location = match location_from(&form) {
         Ok(l) => l,
-        Err(errors) => return render_overview(&state, &a, String::new(), errors).await,
+        Err(errors) => return render_add_errors(&state, &a, "lieu", errors).await,
     };
     location.commune_id = a.commune.id;
     let id = state.store().insert_location(&location).await?;
@@ -1012,7 +1061,7 @@ pub async fn service_new(
     a.require_admin()?;
     let mut service = match service_from(&form) {
         Ok(s) => s,
-        Err(errors) => return render_overview(&state, &a, String::new(), errors).await,
+        Err(errors) => return render_add_errors(&state, &a, "dem", errors).await,
     };
     service.commune_id = a.commune.id;
     let id = state.store().insert_service(&service).await?;
@@ -1170,7 +1219,7 @@ pub async fn planning_new(
     a.require_admin()?;
     let (name, capacity) = match planning_from(&form) {
         Ok(p) => p,
-        Err(errors) => return render_overview(&state, &a, String::new(), errors).await,
+        Err(errors) => return render_add_errors(&state, &a, "pl", errors).await,
     };
     let id = state
         .store()
@@ -1527,7 +1576,7 @@ fn rule_from(config: &CommuneConfig, form: &FormList) -> Result<NewOpeningRule, 
             "L'écart entre deux créneaux va de 5 à 240 minutes.",
         ));
     }
-    let valid_from = one(form, "depuis").parse::<NaiveDate>().ok();
+    let valid_from = super::parse_date(one(form, "depuis"));
     if valid_from.is_none() {
         errors.push(FieldError::new(
             "depuis",
@@ -1536,8 +1585,8 @@ fn rule_from(config: &CommuneConfig, form: &FormList) -> Result<NewOpeningRule, 
     }
     let valid_until = match one(form, "jusqu_au") {
         "" => None,
-        d => match d.parse::<NaiveDate>() {
-            Ok(d) if valid_from.is_none_or(|f| d >= f) => Some(d),
+        d => match super::parse_date(d) {
+            Some(d) if valid_from.is_none_or(|f| d >= f) => Some(d),
             _ => {
                 errors.push(FieldError::new(
                     "jusqu_au",

@@ -6,7 +6,7 @@ use super::super::pages::booking::{citizen_from, details_error, parse_slot, spac
 use super::super::pages::{FieldError, PageError, check_csrf, local_time, render, see_other, when};
 use super::{AgentLayout, CommuneAgent, agent_page, not_found};
 use crate::booking::{
-    Attendance, BookingError, BookingMode, BookingRequest, CommuneCancellation, CommuneConfig,
+    Attendance, BookingError, BookingMode, BookingRequest, CommuneCancellation, CommuneConfig, Told,
 };
 use crate::domain::reminders::resolve;
 use crate::domain::slots::SlotFilter;
@@ -220,7 +220,7 @@ pub async fn day(
     let date = q
         .date
         .as_deref()
-        .and_then(|d| d.parse().ok())
+        .and_then(super::parse_date)
         .unwrap_or_else(|| commune.local_date(now));
     let config = state.engine.config(commune.id).await?;
     let (from, to) = day_bounds(commune, date);
@@ -428,10 +428,15 @@ pub async fn appointment(
         None => None,
     };
     let banner = if q.reserve.is_some() {
-        if ap.citizen.phone.is_some() || ap.citizen.email.is_some() {
+        let by_sms = ap
+            .citizen
+            .phone
+            .as_ref()
+            .is_some_and(|p| p.can_receive_sms(commune.allow_foreign_mobiles));
+        if by_sms || ap.citizen.email.is_some() {
             "Rendez-vous réservé. La confirmation part à l'usager.".to_owned()
         } else {
-            "Rendez-vous réservé. Aucune coordonnée : remettez l'heure à l'usager par écrit."
+            "Rendez-vous réservé. Ni mobile ni e-mail : remettez l'heure à l'usager par écrit."
                 .to_owned()
         }
     } else if q.annule.is_some() {
@@ -582,7 +587,8 @@ struct BookPage {
     service_id: String,
     location_id: String,
     slots: Vec<SlotChoice>,
-    titres: bool,
+    /// One ANTS number field per person, for CNI/passport.
+    ants_fields: Vec<String>,
     max_persons: i32,
     form: Fields,
 }
@@ -690,7 +696,11 @@ async fn render_book(
         service_id: service.map_or_else(String::new, |s| s.id.to_string()),
         location_id: location.map_or_else(String::new, |l| l.to_string()),
         slots,
-        titres: service.is_some_and(|s| s.category == Category::Titres),
+        ants_fields: if service.is_some_and(|s| s.category == Category::Titres) {
+            (1..=persons).map(|n| format!("ants{n}")).collect()
+        } else {
+            Vec::new()
+        },
         max_persons: service.map_or(1, |s| s.max_persons),
         errors,
         form,
@@ -774,11 +784,24 @@ pub async fn book_post(
             Ok(see_other(&format!("/agent/rdv/{}?reserve=1", booked.id)))
         }
         Err(e @ BookingError::Store(_)) => Err(e.into()),
+        Err(BookingError::Duplicate(place)) => {
+            // Where the other appointment is, only if it is this commune's: another commune's
+            // appointments are none of this agent's business.
+            let message = match place.filter(|p| p.commune_slug == a.commune.slug) {
+                Some(p) => format!(
+                    "Cette personne a déjà un rendez-vous pour cette démarche : {}, le {}, {}. Déplacez-le ou annulez-le d'abord (recherchez-la dans « Rechercher »).",
+                    p.service_name,
+                    when(&a.commune, p.starts_at),
+                    p.location_name
+                ),
+                None => "Cette personne a déjà un rendez-vous pour cette démarche dans une autre commune. Elle peut le déplacer ou l'annuler avec le lien reçu à sa confirmation.".to_owned(),
+            };
+            render_book(&state, &a, form, vec![FieldError::new("nom", message)]).await
+        }
         Err(e) => {
             let error = details_error(&e).unwrap_or_else(|| {
                 let field = match e {
                     BookingError::InvalidPersons { .. } => "personnes",
-                    BookingError::Duplicate(_) => "nom",
                     _ => "creneau",
                 };
                 FieldError::new(field, e.message())
@@ -901,14 +924,14 @@ fn closure_from(config: &CommuneConfig, form: &Fields) -> Result<NewClosure, Vec
         }
     }
     let instant = |date: &str, time: &str, field: &str, errors: &mut Vec<FieldError>| {
-        let date = date.parse::<NaiveDate>();
+        let date = super::parse_date(date);
         let time = NaiveTime::parse_from_str(time, "%H:%M");
         match (date, time) {
-            (Ok(d), Ok(t)) => Some(resolve(commune.timezone, NaiveDateTime::new(d, t))),
+            (Some(d), Ok(t)) => Some(resolve(commune.timezone, NaiveDateTime::new(d, t))),
             _ => {
                 errors.push(FieldError::new(
                     field,
-                    "Indiquez une date (jj/mm/aaaa) et une heure (hh:mm).",
+                    "Indiquez une date et une heure valides (par exemple 03/12/2026 et 14:00).",
                 ));
                 None
             }
@@ -999,20 +1022,15 @@ pub async fn close_post(
     for (ap, result) in &results {
         let r = row(&config, ap, now);
         outcomes.push(match result {
-            Ok(CommuneCancellation {
-                proposal, reached, ..
-            }) => Outcome {
+            Ok(CommuneCancellation { proposal, told, .. }) => Outcome {
                 r,
-                told: if *reached {
-                    contact_ways(ap, commune.allow_foreign_mobiles)
-                } else {
-                    "injoignable : aucune coordonnée".to_owned()
+                told: told.label().to_owned(),
+                proposal: match (proposal, told) {
+                    (Some(p), _) => when(commune, p.starts_at),
+                    (None, Told::NotNeeded) => String::new(),
+                    (None, _) => "aucun créneau libre".to_owned(),
                 },
-                proposal: proposal.as_ref().map_or_else(
-                    || "aucun créneau libre".to_owned(),
-                    |p| when(commune, p.starts_at),
-                ),
-                call: !*reached,
+                call: *told == Told::Nobody,
             },
             Err(e) => Outcome {
                 r,
@@ -1027,7 +1045,7 @@ pub async fn close_post(
         &state,
         "fermeture",
         format!(
-            "{period} ({}) : {} — {} rendez-vous annulés",
+            "{period} ({}) : {} — {} rendez-vous annulé(s)",
             scope_label(&config, &closure),
             closure.reason,
             results.iter().filter(|(_, r)| r.is_ok()).count()
@@ -1041,25 +1059,6 @@ pub async fn close_post(
         to_call,
     })?;
     Ok(agent_page(&state, &a.csrf, html))
-}
-
-fn contact_ways(ap: &Appointment, allow_foreign: bool) -> String {
-    let mut ways = Vec::new();
-    if ap
-        .citizen
-        .phone
-        .as_ref()
-        .is_some_and(|p| p.can_receive_sms(allow_foreign))
-    {
-        ways.push("SMS");
-    }
-    if ap.citizen.email.is_some() {
-        ways.push("e-mail");
-    }
-    if ways.is_empty() {
-        ways.push("SMS");
-    }
-    format!("prévenu par {}", ways.join(" et "))
 }
 
 pub fn scope_label(config: &CommuneConfig, c: &crate::domain::Closure) -> String {

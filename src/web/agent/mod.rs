@@ -123,10 +123,21 @@ where
         let csrf = Csrf::from_request_parts(parts, &state)
             .await
             .unwrap_or_else(|never| match never {});
-        let path = OriginalUri::from_request_parts(parts, &state)
-            .await
-            .map(|u| u.0.path().to_owned())
-            .unwrap_or_else(|_| "/agent".to_owned());
+        // Back here after signing in — for a form sent after the session ended, back to the
+        // page that held the form (a GET of a POST route would fail).
+        let path = if parts.method == axum::http::Method::GET {
+            OriginalUri::from_request_parts(parts, &state)
+                .await
+                .map(|u| u.0.to_string())
+                .unwrap_or_else(|_| "/agent".to_owned())
+        } else {
+            parts
+                .headers
+                .get(axum::http::header::REFERER)
+                .and_then(|r| r.to_str().ok())
+                .and_then(|r| r.find("/agent/").map(|i| r[i..].to_owned()))
+                .unwrap_or_else(|| "/agent".to_owned())
+        };
         let Some(token) = auth::session_token(&parts.headers) else {
             return Err(SignInFirst(path).into_response());
         };
@@ -341,4 +352,13 @@ pub fn agent_page(state: &AppState, csrf: &Csrf, html: String) -> Response {
         axum::http::HeaderValue::from_static("noindex, nofollow"),
     );
     response
+}
+
+/// A date as a date field sends it (`2026-12-03`), or as a person types it where the browser
+/// shows a plain text field (`03/12/2026`).
+pub fn parse_date(text: &str) -> Option<chrono::NaiveDate> {
+    let text = text.trim();
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(text, "%d/%m/%Y"))
+        .ok()
 }

@@ -42,6 +42,7 @@ struct MonthRow {
 #[template(path = "agent/platform.html")]
 struct OverviewPage {
     l: AgentLayout,
+    time_zones: Vec<Choice>,
     note: String,
     errors: Vec<FieldError>,
     communes: Vec<CommuneRow>,
@@ -168,6 +169,14 @@ async fn render_overview(
         .collect();
     let html = render(&OverviewPage {
         l: AgentLayout::for_platform("Communes", "/agent/plateforme", a),
+        time_zones: TIME_ZONES
+            .iter()
+            .map(|(value, label)| Choice {
+                value: (*value).to_owned(),
+                label: (*label).to_owned(),
+                selected: *value == "Europe/Paris",
+            })
+            .collect(),
         note,
         errors,
         names: communes.iter().map(|c| c.name.clone()).collect(),
@@ -364,6 +373,21 @@ pub async fn commune_post(
     Ok(see_other(&format!("/agent/plateforme?{query}")))
 }
 
+/// The time zones of French communes: metropolitan France and the overseas departments and
+/// collectivities whose communes may join.
+const TIME_ZONES: [(&str, &str); 7] = [
+    ("Europe/Paris", "France métropolitaine et Corse"),
+    (
+        "America/Guadeloupe",
+        "Guadeloupe, Saint-Martin, Saint-Barthélemy",
+    ),
+    ("America/Martinique", "Martinique"),
+    ("America/Cayenne", "Guyane"),
+    ("Indian/Reunion", "La Réunion"),
+    ("Indian/Mayotte", "Mayotte"),
+    ("America/Miquelon", "Saint-Pierre-et-Miquelon"),
+];
+
 /// A new commune joins the platform: its page exists at once; its administrator account,
 /// places, services and hours come next.
 pub async fn commune_new(
@@ -382,15 +406,27 @@ pub async fn commune_new(
             "Le code INSEE compte 5 caractères (2A004 pour Ajaccio).",
         ));
     }
+    let timezone = TIME_ZONES
+        .iter()
+        .find(|(name, _)| *name == get(&form, "fuseau"))
+        .and_then(|(name, _)| name.parse::<chrono_tz::Tz>().ok());
+    if timezone.is_none() {
+        errors.push(FieldError::new(
+            "fuseau",
+            "Choisissez le fuseau horaire de la commune.",
+        ));
+    }
     let settings = platform_settings(&form).map_err(|e| errors.extend(e));
-    let (Ok(slug), Ok(settings), true) = (slug, settings, errors.is_empty()) else {
+    let (Ok(slug), Ok(settings), Some(timezone), true) =
+        (slug, settings, timezone, errors.is_empty())
+    else {
         return render_overview(&state, &a, String::new(), errors).await;
     };
     let new = NewCommune {
         slug: slug.as_str().to_owned(),
         name: settings.name.clone(),
         insee_code: insee.to_uppercase(),
-        timezone: chrono_tz::Europe::Paris,
+        timezone,
         population: settings.population,
         phone_numbers: settings.phone_numbers.clone(),
         switchboard_number: None,

@@ -28,9 +28,8 @@ fn period(q: &PeriodQuery, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), F
     let parse =
         |v: &Option<String>, default: NaiveDate, field: &str| match v.as_deref().map(str::trim) {
             None | Some("") => Ok(default),
-            Some(v) => v
-                .parse::<NaiveDate>()
-                .map_err(|_| FieldError::new(field, "Indiquez une date valide.")),
+            Some(v) => super::parse_date(v)
+                .ok_or_else(|| FieldError::new(field, "Indiquez une date valide (jj/mm/aaaa).")),
         };
     let from = parse(&q.du, today - Duration::days(29), "du")?;
     let to = parse(&q.au, today, "au")?;

@@ -68,6 +68,8 @@ struct AppointmentPage {
 }
 
 struct ProposalView {
+    /// Its 48 hours have passed: accepting works only if nobody took the seat since.
+    lapsed: bool,
     old_when: String,
     reason: String,
     until: String,
@@ -93,13 +95,17 @@ pub async fn show(
     let now = state.engine.now();
     let status = held.appointment.effective_status(now);
     let open = is_open(&state, &held);
-    let origin = if status == Status::Held {
+    // An offer past its 48 hours can still be taken while its time is ahead and its seat free.
+    let answerable =
+        matches!(status, Status::Held | Status::Expired) && held.appointment.starts_at > now;
+    let origin = if answerable {
         state.engine.proposal_origin(&held.appointment).await?
     } else {
         None
     };
     let commune = &held.details.commune;
     let proposal = origin.map(|old| ProposalView {
+        lapsed: status == Status::Expired,
         old_when: when(commune, old.starts_at),
         reason: old.cancel_reason.unwrap_or_default(),
         // Held until the appointment itself: nothing worth saying.
