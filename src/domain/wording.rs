@@ -80,6 +80,37 @@ pub fn de(name: &str) -> String {
     }
 }
 
+/// Lower case without accents nor hyphens, so that "thonon les bains" finds
+/// "Thonon-les-Bains" and "elodie" finds "Élodie": what searches compare.
+pub fn folded(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let folded: &[char] = match c {
+                'à' | 'â' | 'ä' | 'á' | 'À' | 'Â' | 'Ä' | 'Á' => &['a'],
+                'é' | 'è' | 'ê' | 'ë' | 'É' | 'È' | 'Ê' | 'Ë' => &['e'],
+                'î' | 'ï' | 'í' | 'Î' | 'Ï' | 'Í' => &['i'],
+                'ô' | 'ö' | 'ó' | 'Ô' | 'Ö' | 'Ó' => &['o'],
+                'ù' | 'û' | 'ü' | 'ú' | 'Ù' | 'Û' | 'Ü' | 'Ú' => &['u'],
+                'ç' | 'Ç' => &['c'],
+                'ñ' | 'Ñ' => &['n'],
+                'ÿ' | 'Ÿ' => &['y'],
+                'œ' | 'Œ' => &['o', 'e'],
+                'æ' | 'Æ' => &['a', 'e'],
+                '-' | '\'' | '’' => &[' '],
+                _ => &[],
+            };
+            if folded.is_empty() {
+                c.to_lowercase().collect::<Vec<_>>()
+            } else {
+                folded.to_vec()
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +130,12 @@ mod tests {
             written_time(NaiveTime::from_hms_opt(8, 5, 0).unwrap()),
             "8 h 05"
         );
+    }
+
+    #[test]
+    fn folding_for_searches() {
+        assert_eq!(folded("Élodie  Lefèvre-Œuvray"), "elodie lefevre oeuvray");
+        assert_eq!(folded("Thonon-les-Bains"), "thonon les bains");
+        assert_eq!(folded("D’Artagnan"), "d artagnan");
     }
 }

@@ -848,12 +848,13 @@ mod sql {
     );
     pub const INSERT_APPOINTMENT: &str = "INSERT INTO appointments (id, commune_id, planning_id, location_id, \
         service_id, starts_at, ends_at, seat, persons, citizen_name, phone, email, ants_ids, channel, status, \
-        hold_expires_at, replaces_id, cancel_reason, version, created_at, updated_at, confirmed_at, cancelled_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)";
+        hold_expires_at, replaces_id, cancel_reason, version, created_at, updated_at, confirmed_at, cancelled_at, \
+        search_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+        $19, $20, $21, $22, $23, $24)";
     pub const UPDATE_APPOINTMENT: &str = "UPDATE appointments SET planning_id = $2, location_id = $3, \
         starts_at = $4, ends_at = $5, seat = $6, persons = $7, citizen_name = $8, phone = $9, email = $10, \
         ants_ids = $11, status = $12, hold_expires_at = $13, cancel_reason = $14, version = $15, \
-        updated_at = $16, confirmed_at = $17, cancelled_at = $18 WHERE id = $1";
+        updated_at = $16, confirmed_at = $17, cancelled_at = $18, search_name = $19 WHERE id = $1";
     pub const APPOINTMENT_PLACE: &str = "SELECT a.id, c.name AS commune_name, c.slug AS commune_slug, \
         l.name AS location_name, l.address || ', ' || l.postcode || ' ' || l.city AS location_address, \
         s.name AS service_name, a.starts_at, c.timezone FROM appointments a \
@@ -1077,11 +1078,12 @@ mod sql {
         action, detail) VALUES ($1, $2, $3, $4, $5, $6)";
     pub const AUDIT_LOG: &str = "SELECT commune_id, agent_id, agent_email, at, action, detail \
         FROM audit_log WHERE commune_id = $1 ORDER BY at DESC, id DESC LIMIT $2";
-    /// `$2` a LIKE pattern, already lower-case with its wildcards escaped; `$4` now.
+    /// `$2` a LIKE pattern, already lower-case with its wildcards escaped, `$5` the same of the
+    /// folded text (see `search_name`); `$4` now.
     pub const SEARCH_APPOINTMENTS: &str = concat!(
         appointment_columns!(),
         " WHERE commune_id = $1 AND status NOT IN ('expired', 'moved') \
-        AND (lower(citizen_name) LIKE $2 ESCAPE '\\' OR phone LIKE $2 ESCAPE '\\' \
+        AND (search_name LIKE $5 ESCAPE '\\' OR phone LIKE $2 ESCAPE '\\' \
         OR lower(email) LIKE $2 ESCAPE '\\') \
         ORDER BY CASE WHEN starts_at >= $4 THEN 0 ELSE 1 END, \
         CASE WHEN starts_at >= $4 THEN starts_at END, starts_at DESC LIMIT $3"

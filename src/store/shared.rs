@@ -923,20 +923,24 @@ macro_rules! impl_store {
                 limit: i64,
                 now: DateTime<Utc>,
             ) -> Result<Vec<Appointment>> {
-                let escaped: String = needle
-                    .trim()
-                    .to_lowercase()
-                    .chars()
-                    .flat_map(|c| match c {
-                        '\\' | '%' | '_' => vec!['\\', c],
-                        c => vec![c],
-                    })
-                    .collect();
+                // LIKE patterns with the wildcards of the needle taken literally.
+                let pattern = |text: &str| -> String {
+                    let escaped: String = text
+                        .chars()
+                        .flat_map(|c| match c {
+                            '\\' | '%' | '_' => vec!['\\', c],
+                            c => vec![c],
+                        })
+                        .collect();
+                    format!("%{escaped}%")
+                };
+                let folded = crate::domain::wording::folded(needle);
                 let rows: Vec<AppointmentRow> = sqlx::query_as(sql::SEARCH_APPOINTMENTS)
                     .bind(commune)
-                    .bind(format!("%{escaped}%"))
+                    .bind(pattern(&needle.trim().to_lowercase()))
                     .bind(limit)
                     .bind(ts(now))
+                    .bind(pattern(&folded))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(map_err)?;
@@ -1291,6 +1295,7 @@ macro_rules! impl_store_tx {
                     .bind(ts(a.updated_at))
                     .bind(opt_ts(a.confirmed_at))
                     .bind(opt_ts(a.cancelled_at))
+                    .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
@@ -1317,6 +1322,7 @@ macro_rules! impl_store_tx {
                     .bind(ts(a.updated_at))
                     .bind(opt_ts(a.confirmed_at))
                     .bind(opt_ts(a.cancelled_at))
+                    .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;

@@ -1298,3 +1298,52 @@ async fn demo_accounts_only_in_a_demo_database() {
     assert!(created.is_empty());
     assert!(world.store().agents(None).await.unwrap().is_empty());
 }
+
+/// The search finds names as people type them: without accents, in capitals, with or
+/// without the hyphen — on SQLite as on PostgreSQL.
+async fn searching_names_as_typed(db: TestDb) {
+    let (app, _twilio) = demo_app(&db).await;
+    let mut web = signed_in(&app, "agent@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let slot = first_slot(&mut web, service, 1).await;
+    let booked = web
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&web)),
+                ("demarche", &service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Lefèvre-Œuvray"),
+                ("prenom", "Élodie"),
+                ("mobile", "06 39 98 70 09"),
+            ],
+        )
+        .await;
+    assert_eq!(booked.status, 303, "{}", booked.html);
+    for query in [
+        "elodie",
+        "Élodie",
+        "LEFEVRE",
+        "lefevre oeuvray",
+        "Lefèvre-Œuvray",
+        "06 39 98 70 09",
+        "0639987009",
+    ] {
+        let page = web
+            .get(&format!("/agent/recherche?q={}", query.replace(' ', "+")))
+            .await;
+        assert!(
+            page.contains("Élodie Lefèvre-Œuvray"),
+            "{query}: {}",
+            page.html
+        );
+    }
+    let none = web.get("/agent/recherche?q=eloise").await;
+    assert!(
+        none.contains("Aucun rendez-vous ne correspond"),
+        "{}",
+        none.html
+    );
+}
+both_backends!(search_names, searching_names_as_typed);

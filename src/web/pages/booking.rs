@@ -70,34 +70,13 @@ pub struct HomeQuery {
     q: Option<String>,
 }
 
-/// Lower case without accents nor hyphens, so that "thonon les bains" finds
-/// "Thonon-les-Bains" and "sallanches" finds "Sallanches".
-fn folded(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            'à' | 'â' | 'ä' | 'À' | 'Â' | 'Ä' => 'a',
-            'é' | 'è' | 'ê' | 'ë' | 'É' | 'È' | 'Ê' | 'Ë' => 'e',
-            'î' | 'ï' | 'Î' | 'Ï' => 'i',
-            'ô' | 'ö' | 'Ô' | 'Ö' => 'o',
-            'ù' | 'û' | 'ü' | 'Ù' | 'Û' | 'Ü' => 'u',
-            'ç' | 'Ç' => 'c',
-            'ÿ' => 'y',
-            '-' | '\'' | '’' => ' ',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub async fn home(
     State(state): State<AppState>,
     csrf: Csrf,
     Query(q): Query<HomeQuery>,
 ) -> Result<Response, PageError> {
     let query = q.q.unwrap_or_default().trim().to_owned();
-    let needle = folded(&query);
+    let needle = crate::domain::wording::folded(&query);
     let mut communes = Vec::new();
     for commune in state.store().communes().await? {
         let config = state.engine.config(commune.id).await?;
@@ -110,7 +89,7 @@ pub async fn home(
         postcodes.sort();
         postcodes.dedup();
         let matches = needle.is_empty()
-            || folded(&commune.name).contains(&needle)
+            || crate::domain::wording::folded(&commune.name).contains(&needle)
             || postcodes.iter().any(|p| p.starts_with(&needle));
         if matches {
             communes.push(CommuneItem {
@@ -120,7 +99,7 @@ pub async fn home(
             });
         }
     }
-    communes.sort_by_key(|c| folded(&c.name));
+    communes.sort_by_key(|c| crate::domain::wording::folded(&c.name));
     let title = if query.is_empty() {
         "Prendre rendez-vous en mairie".to_owned()
     } else {

@@ -1,0 +1,13 @@
+-- Names as searches compare them: lower case, without accents or hyphens (see
+-- `domain::wording::folded`). The database cannot strip accents, so the application writes this
+-- column; rows from before it are folded here as well as SQL can.
+ALTER TABLE appointments ADD COLUMN search_name TEXT NOT NULL DEFAULT '';
+UPDATE appointments SET search_name = lower(
+    replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
+    replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
+    replace(replace(replace(replace(replace(replace(citizen_name,
+    'É', 'e'), 'È', 'e'), 'Ê', 'e'), 'é', 'e'), 'è', 'e'), 'ê', 'e'), 'ë', 'e'),
+    'À', 'a'), 'à', 'a'), 'â', 'a'), 'ä', 'a'), 'Î', 'i'), 'î', 'i'), 'ï', 'i'),
+    'Ô', 'o'), 'ô', 'o'), 'ö', 'o'), 'ù', 'u'), 'û', 'u'), 'ü', 'u'), 'Ç', 'c'), 'ç', 'c'),
+    'Œ', 'oe'), 'œ', 'oe'), '-', ' '), '''', ' '));
+CREATE INDEX appointments_commune_search ON appointments (commune_id, search_name);
