@@ -355,14 +355,6 @@ impl Engine {
         }
         let id = self.store.insert_closure(closure).await?;
         self.forget_config(closure.commune_id);
-        let affected = self.appointments_in(closure).await?;
-        let mut outcomes = Vec::with_capacity(affected.len());
-        for appointment in affected {
-            let outcome = self
-                .cancel_with_proposal(appointment.id, &closure.reason, propose)
-                .await;
-            outcomes.push((appointment, outcome));
-        }
         let closure = Closure {
             id,
             commune_id: closure.commune_id,
@@ -372,7 +364,26 @@ impl Engine {
             ends_at: closure.ends_at,
             reason: closure.reason.clone(),
         };
+        let outcomes = self.cancel_in_closure(&closure, propose).await?;
         Ok((closure, outcomes))
+    }
+
+    /// Cancels what a closure strands, one appointment at a time (each with its own offer).
+    /// Run again on an existing closure, it finishes what an interrupted run left.
+    pub async fn cancel_in_closure(
+        &self,
+        closure: &Closure,
+        propose: bool,
+    ) -> Result<Vec<(Appointment, Result<CommuneCancellation>)>> {
+        let affected = self.appointments_in(&as_new(closure)).await?;
+        let mut outcomes = Vec::with_capacity(affected.len());
+        for appointment in affected {
+            let outcome = self
+                .cancel_with_proposal(appointment.id, &closure.reason, propose)
+                .await;
+            outcomes.push((appointment, outcome));
+        }
+        Ok(outcomes)
     }
 
     /// Confirmed or held appointments, still to come, that a closure would strand.
@@ -417,5 +428,17 @@ impl Engine {
         }
         self.wake.notify_one();
         Ok((moved, dropped))
+    }
+}
+
+/// A stored closure as the one that created it.
+pub fn as_new(c: &Closure) -> NewClosure {
+    NewClosure {
+        commune_id: c.commune_id,
+        planning_id: c.planning_id,
+        location_id: c.location_id,
+        starts_at: c.starts_at,
+        ends_at: c.ends_at,
+        reason: c.reason.clone(),
     }
 }

@@ -20,7 +20,7 @@ mod citizen;
 mod commune;
 mod error;
 
-pub use commune::{CommuneCancellation, Told};
+pub use commune::{CommuneCancellation, Told, as_new};
 
 pub use error::BookingError;
 

@@ -1347,3 +1347,63 @@ async fn searching_names_as_typed(db: TestDb) {
     );
 }
 both_backends!(search_names, searching_names_as_typed);
+
+/// A closing interrupted half-way (the closure written, some appointments not yet cancelled)
+/// shows on the configuration page and is finished from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_closing_is_finished_from_the_configuration() {
+    let db = TestDb::sqlite().await;
+    let (app, _twilio) = demo_app(&db).await;
+    let store = app.app.engine().store().clone();
+    let mut web = signed_in(&app, "agent@annecy.demo").await;
+    let service = titres(&app, "annecy").await;
+    let slot = first_slot(&mut web, service, 1).await;
+    let booked = web
+        .post(
+            "/agent/reserver",
+            &[
+                ("csrf", &csrf(&web)),
+                ("demarche", &service.to_string()),
+                ("personnes", "1"),
+                ("creneau", &slot),
+                ("nom", "Interrompu"),
+                ("mobile", "06 39 98 70 10"),
+            ],
+        )
+        .await;
+    let id = id_from(booked.location.as_deref().unwrap());
+    let ap = store.appointment(id).await.unwrap().unwrap();
+    // As if the instance had stopped right after writing the closure.
+    let closure = store
+        .insert_closure(&guichet::store::NewClosure {
+            commune_id: ap.commune_id,
+            planning_id: Some(ap.planning_id),
+            location_id: None,
+            starts_at: ap.starts_at - chrono::Duration::hours(1),
+            ends_at: ap.ends_at + chrono::Duration::hours(1),
+            reason: "Station en panne".into(),
+        })
+        .await
+        .unwrap();
+    let config = web.get("/agent/configuration").await;
+    assert!(
+        config.contains("Annuler les rendez-vous restants (1)"),
+        "{}",
+        config.html
+    );
+    let report = web
+        .post(
+            &format!("/agent/configuration/fermetures/{closure}/annuler"),
+            &[("csrf", &csrf(&web))],
+        )
+        .await;
+    assert_eq!(report.status, 200, "{}", report.html);
+    assert!(report.contains("Interrompu"), "{}", report.html);
+    assert!(report.contains("prévenu par SMS"), "{}", report.html);
+    assert_eq!(
+        store.appointment(id).await.unwrap().unwrap().status,
+        Status::CancelledByCommune
+    );
+    let config = web.get("/agent/configuration").await;
+    assert!(!config.contains("Annuler les rendez-vous restants"));
+}

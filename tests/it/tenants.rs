@@ -732,6 +732,13 @@ async fn commune_account_is_sealed(email: &'static str, admin: bool) {
         NOT_FOUND,
     )
     .await;
+    p.send(
+        post,
+        &format!("/agent/configuration/fermetures/{closure}/annuler"),
+        &[],
+        NOT_FOUND,
+    )
+    .await;
 
     // Forms that carry ids in their body.
     let t_slot = format!("{}.{}", t.slot.0.timestamp(), t.slot.1);
@@ -1154,6 +1161,11 @@ fn every_route(t: &Thonon) -> Vec<(Method, String, Form)> {
         (
             post,
             format!("/agent/configuration/fermetures/{closure}/supprimer"),
+            vec![],
+        ),
+        (
+            post,
+            format!("/agent/configuration/fermetures/{closure}/annuler"),
             vec![],
         ),
         (get, "/agent/statistiques".into(), vec![]),

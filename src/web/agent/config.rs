@@ -284,6 +284,8 @@ struct ClosureRow {
     scope: String,
     period: String,
     reason: String,
+    /// Appointments still inside it (an interrupted closing): to cancel.
+    remaining: usize,
 }
 
 #[derive(Template)]
@@ -357,18 +359,25 @@ async fn render_overview_open(
     let c = &config.commune;
     let now = state.engine.now();
     let voice = state.ivr.settings(c).await?;
-    let closures = state
+    let mut closures = Vec::new();
+    for cl in state
         .store()
         .closures(c.id, now, now + Duration::days(800))
         .await?
-        .into_iter()
-        .map(|cl| ClosureRow {
+    {
+        let remaining = state
+            .engine
+            .appointments_in(&crate::booking::as_new(&cl))
+            .await?
+            .len();
+        closures.push(ClosureRow {
             id: cl.id,
             scope: super::day::scope_label(&config, &cl),
             period: format!("du {} au {}", when(c, cl.starts_at), when(c, cl.ends_at)),
             reason: cl.reason.clone(),
-        })
-        .collect();
+            remaining,
+        });
+    }
     let page = OverviewPage {
         l: a.layout(
             if errors.is_empty() {
@@ -1928,4 +1937,29 @@ pub async fn closure_delete(
         "/agent/configuration",
         "Fermeture supprimée : la période est de nouveau réservable (les rendez-vous annulés le restent).",
     ))
+}
+
+/// Cancels, with a replacement each, the appointments still inside a closure (a closing that
+/// was interrupted, or appointments kept when the closure was made).
+pub async fn closure_cancel(
+    State(state): State<AppState>,
+    a: CommuneAgent,
+    Path(id): Path<i64>,
+    Form(form): Form<FormList>,
+) -> Result<Response, PageError> {
+    check_csrf(&a.csrf, csrf_of(&form).as_ref())?;
+    let now = state.engine.now();
+    let closure = state
+        .store()
+        .closures(
+            a.commune.id,
+            now - Duration::days(3650),
+            now + Duration::days(3650),
+        )
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(not_found)?;
+    let results = state.engine.cancel_in_closure(&closure, true).await?;
+    super::day::closure_report(&state, &a, &closure, &results).await
 }

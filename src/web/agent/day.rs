@@ -1011,7 +1011,18 @@ pub async fn close_post(
     }
     let propose = form.contains_key("proposer");
     let (closure, results) = state.engine.close_period(&closure, propose).await?;
-    state.engine.forget_config(a.commune.id);
+    closure_report(&state, &a, &closure, &results).await
+}
+
+/// What a closure did to each appointment in it, and whom to call.
+pub async fn closure_report(
+    state: &AppState,
+    a: &CommuneAgent,
+    closure: &crate::domain::Closure,
+    results: &[(Appointment, Result<CommuneCancellation, BookingError>)],
+) -> Result<Response, PageError> {
+    let config = state.engine.config(a.commune.id).await?;
+    let now = state.engine.now();
     let commune = &config.commune;
     let period = format!(
         "du {} au {}",
@@ -1019,7 +1030,7 @@ pub async fn close_post(
         when(commune, closure.ends_at)
     );
     let mut outcomes = Vec::new();
-    for (ap, result) in &results {
+    for (ap, result) in results {
         let r = row(&config, ap, now);
         outcomes.push(match result {
             Ok(CommuneCancellation { proposal, told, .. }) => Outcome {
@@ -1042,13 +1053,14 @@ pub async fn close_post(
     }
     let to_call = outcomes.iter().filter(|o| o.call).count();
     a.audit(
-        &state,
+        state,
         "fermeture",
         format!(
-            "{period} ({}) : {} — {} rendez-vous annulé(s)",
-            scope_label(&config, &closure),
+            "{period} ({}) : {} — {} rendez-vous annulé(s), {} à appeler",
+            scope_label(&config, closure),
             closure.reason,
-            results.iter().filter(|(_, r)| r.is_ok()).count()
+            results.iter().filter(|(_, r)| r.is_ok()).count(),
+            to_call
         ),
     )
     .await;
@@ -1058,7 +1070,7 @@ pub async fn close_post(
         outcomes,
         to_call,
     })?;
-    Ok(agent_page(&state, &a.csrf, html))
+    Ok(agent_page(state, &a.csrf, html))
 }
 
 pub fn scope_label(config: &CommuneConfig, c: &crate::domain::Closure) -> String {

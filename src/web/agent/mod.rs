@@ -75,6 +75,10 @@ pub fn routes() -> Router<AppState> {
             "/agent/configuration/fermetures/{id}/supprimer",
             post(config::closure_delete),
         )
+        .route(
+            "/agent/configuration/fermetures/{id}/annuler",
+            post(config::closure_cancel),
+        )
         .route("/agent/statistiques", get(stats::stats))
         .route("/agent/statistiques.csv", get(stats::csv))
         .route("/agent/journal", get(stats::audit))
