@@ -97,18 +97,20 @@ fn unique_name(cols: &str) -> String {
     format!("{table}_{}_key", names.join("_"))
 }
 
-/// The occupancy query of [`sql::OCCUPANCY`], one row per planning: SQLite hands rows over one
-/// at a time from its worker thread, at about a microsecond each, and a 90-day search reads
-/// thousands. Each span is `seat start end`, instants in Unix seconds.
-const OCCUPANCY_PACKED: &str = "SELECT planning_id, \
-    string_agg(seat || ' ' || starts_at || ' ' || ends_at, ',') AS spans FROM appointments \
+/// The occupancy query of [`sql::OCCUPANCY`] as a single row: SQLite hands rows over one at a
+/// time from its worker thread, at about a microsecond each, and a 90-day search reads
+/// thousands. Each span is `planning seat start end`, instants in Unix seconds. (One string for
+/// all: grouping by planning would sort every row first.)
+const OCCUPANCY_PACKED: &str = "SELECT string_agg(planning_id || ' ' || seat || ' ' || starts_at \
+    || ' ' || ends_at, ',') AS spans FROM appointments \
     WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND seat IS NOT NULL \
-    AND (status <> 'held' OR hold_expires_at > $4) GROUP BY planning_id";
+    AND (status <> 'held' OR hold_expires_at > $4)";
 
-fn unpack_span(planning_id: i64, span: &str) -> Result<Occupied> {
+fn unpack_span(span: &str) -> Result<Occupied> {
     let corrupt = || StoreError::Corrupt(format!("occupancy span {span}"));
     let mut parts = span.split(' ').map(|p| p.parse::<i64>());
     let mut next = || parts.next().and_then(|p| p.ok()).ok_or_else(corrupt);
+    let planning_id = next()?;
     let seat = i32::try_from(next()?).map_err(|_| corrupt())?;
     let starts_at = DateTime::from_timestamp(next()?, 0).ok_or_else(corrupt)?;
     let ends_at = DateTime::from_timestamp(next()?, 0).ok_or_else(corrupt)?;
@@ -204,21 +206,21 @@ impl_store!(SqliteStore {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Occupied>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(OCCUPANCY_PACKED)
+        let spans: Option<String> = sqlx::query_scalar(OCCUPANCY_PACKED)
             .bind(commune)
             .bind(ts(from))
             .bind(ts(to))
             .bind(ts(now))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(map_err)?;
-        let mut occupied = Vec::new();
-        for (planning_id, spans) in rows {
-            for span in spans.split(',') {
-                occupied.push(unpack_span(planning_id, span)?);
-            }
-        }
-        Ok(occupied)
+        spans
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(unpack_span)
+            .collect()
     }
 });
 
