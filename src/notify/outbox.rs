@@ -43,6 +43,8 @@ impl Outbox {
     pub const MAX_ATTEMPTS: i32 = 8;
     const BATCH: i64 = 64;
     const IN_FLIGHT: usize = 16;
+    /// How often the background loop looks for sends a vanished worker left half-done.
+    const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -82,11 +84,7 @@ impl Outbox {
             .await?;
         let count = claimed.len();
         futures::stream::iter(claimed)
-            .for_each_concurrent(Self::IN_FLIGHT, |n| async move {
-                if let Err(e) = self.deliver(n).await {
-                    tracing::error!(error = %e, "could not record a send");
-                }
-            })
+            .for_each_concurrent(Self::IN_FLIGHT, |n| self.deliver_logged(n))
             .await;
         Ok(count)
     }
@@ -104,22 +102,78 @@ impl Outbox {
     }
 
     /// The background loop: woken when a change enqueues something, and every second for
-    /// what other instances wrote or what became due.
+    /// what other instances wrote or what became due. Sends flow without waiting for a whole
+    /// batch to finish: more is claimed as soon as half the sends in flight are done, so a code
+    /// written during a rush leaves within a round trip or two, not after the slowest send of
+    /// the batch before it. Sends abandoned by a vanished worker are looked for every
+    /// [`Outbox::SWEEP_EVERY`], not on every claim (that is a write each time).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker = %self.worker, "outbox worker started");
+        // Tasks of their own, not futures polled by this loop: a send paused while the loop
+        // awaits its claim could hold the store's writer lock the claim waits for.
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut last_sweep: Option<std::time::Instant> = None;
         loop {
-            match self.run_once().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "outbox: cannot claim notifications"),
+            if last_sweep.is_none_or(|t| t.elapsed() >= Self::SWEEP_EVERY) {
+                last_sweep = Some(std::time::Instant::now());
+                match self.store.abandon_stale_sends(self.clock.now()).await {
+                    Ok(0) => {}
+                    Ok(abandoned) => tracing::warn!(
+                        abandoned,
+                        "messages left unknown by a worker that stopped while sending"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "outbox: cannot sweep stale sends"),
+                }
+            }
+            let mut full_batch = false;
+            if in_flight.len() <= Self::IN_FLIGHT / 2 {
+                let room = (Self::IN_FLIGHT * 2 - in_flight.len()) as i64;
+                let now = self.clock.now();
+                match self
+                    .store
+                    .claim_notifications(&self.worker, now, now + Self::LEASE, room)
+                    .await
+                {
+                    Ok(claimed) => {
+                        full_batch = claimed.len() as i64 == room;
+                        for n in claimed {
+                            let outbox = self.clone();
+                            in_flight.spawn(async move { outbox.deliver_logged(n).await });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "outbox: cannot claim notifications"),
+                }
+            }
+            if in_flight.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            if full_batch {
+                // More may be due already: claim again once room frees up.
+                let _ = in_flight.join_next().await;
+                continue;
             }
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => {
+                    // What was handed to the provider is recorded before stopping.
+                    while in_flight.join_next().await.is_some() {}
+                    break;
+                }
+                _ = in_flight.join_next() => {}
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         }
         tracing::info!(worker = %self.worker, "outbox worker stopped");
+    }
+
+    async fn deliver_logged(&self, n: Notification) {
+        if let Err(e) = self.deliver(n).await {
+            tracing::error!(error = %e, "could not record a send");
+        }
     }
 
     /// For a reminder: how it ends without being sent, if it should not be sent now — the
