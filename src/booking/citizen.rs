@@ -235,11 +235,13 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let key = to.key();
         tx.lock_destination(&key).await?;
-        let recent = tx
-            .count_sent_to(&key, NotificationKind::Link, now - otp::SEND_WINDOW)
-            .await?;
-        let today = tx
-            .count_sent_to(&key, NotificationKind::Link, now - Duration::hours(24))
+        let (recent, today) = tx
+            .count_sent_to(
+                &key,
+                NotificationKind::Link,
+                now - otp::SEND_WINDOW,
+                now - Duration::hours(24),
+            )
             .await?;
         if recent >= otp::MAX_SENDS || today >= otp::MAX_SENDS_PER_DAY {
             tracing::info!(to = %to.masked(), "links asked for too often; none sent");

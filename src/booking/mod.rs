@@ -122,6 +122,8 @@ pub struct Engine {
     /// Wakes the outbox worker when a change wrote messages due now.
     wake: Arc<Notify>,
     configs: Arc<Mutex<ConfigCache>>,
+    /// Slugs never change: each one's commune id, once found.
+    slugs: Arc<Mutex<HashMap<String, CommuneId>>>,
 }
 
 /// Each commune's configuration and when it was read.
@@ -172,6 +174,7 @@ impl Engine {
             otp_key: Arc::from(key.as_slice()),
             wake: Arc::new(Notify::new()),
             configs: Arc::default(),
+            slugs: Arc::default(),
         }
     }
 
@@ -339,6 +342,35 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(commune, (now, config.clone()));
         Ok(config)
+    }
+
+    /// The commune of a slug, from the cached configuration (every request of a page or of the
+    /// API names its commune: a query each time is a query for nothing).
+    pub async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
+        let known = self
+            .slugs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slug)
+            .copied();
+        let id = match known {
+            Some(id) => id,
+            None => match self.store.commune_by_slug(slug).await? {
+                Some(commune) => {
+                    self.slugs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(slug.to_owned(), commune.id);
+                    commune.id
+                }
+                None => return Ok(None),
+            },
+        };
+        match self.config(id).await {
+            Ok(config) => Ok(Some(config.commune.clone())),
+            Err(BookingError::CommuneNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops the cached configuration of a commune (after changing it).
@@ -608,22 +640,17 @@ impl Engine {
         }
         let key = destination.key();
         tx.lock_destination(&key).await?;
-        let recent = tx
-            .count_sent_to(&key, NotificationKind::Code, now - otp::SEND_WINDOW)
-            .await?;
-        if recent >= otp::MAX_SENDS {
-            return Err(BookingError::TooManyCodes);
-        }
-        // And a day's cap, so that nobody can have a stranger's phone buzz all day (or guess
-        // at codes five tries at a time).
-        let today = tx
+        // Three in ten minutes, and a day's cap, so that nobody can have a stranger's phone
+        // buzz all day (or guess at codes five tries at a time).
+        let (recent, today) = tx
             .count_sent_to(
                 &key,
                 NotificationKind::Code,
+                now - otp::SEND_WINDOW,
                 now - chrono::Duration::hours(24),
             )
             .await?;
-        if today >= otp::MAX_SENDS_PER_DAY {
+        if recent >= otp::MAX_SENDS || today >= otp::MAX_SENDS_PER_DAY {
             return Err(BookingError::TooManyCodes);
         }
         let code = OtpCode::generate();
@@ -697,10 +724,11 @@ impl Engine {
         };
         let mut tx = self.store.begin().await?;
         tx.lock_destination(destination.as_str()).await?;
-        let recent = tx
+        let (recent, _) = tx
             .count_sent_to(
                 destination.as_str(),
                 NotificationKind::DuplicateNotice,
+                now - otp::SEND_WINDOW,
                 now - otp::SEND_WINDOW,
             )
             .await?;
@@ -835,8 +863,13 @@ impl Engine {
         plannings.sort_unstable();
         plannings.dedup();
         let mut tx = self.store.begin().await?;
-        for planning in plannings {
-            tx.lock_planning(planning).await?;
+        // PostgreSQL decides one planning at a time through row locks, taken in id order;
+        // SQLite's `BEGIN IMMEDIATE` already made this the only writer (the reads would be
+        // statements for nothing, under a rush).
+        if self.store.backend() == crate::store::Backend::Postgres {
+            for planning in plannings {
+                tx.lock_planning(planning).await?;
+            }
         }
         let appointment = tx
             .appointment(before.id)

@@ -85,7 +85,29 @@ impl Occupancy {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> bool {
-        choose_seat(planning.capacity, &self.busy_seats(planning.id, start, end)).is_some()
+        // The slot search asks this for every candidate of every planning: seats are counted
+        // in a bit set rather than collected (seats beyond 128 take the general path).
+        if planning.capacity > 128 {
+            return choose_seat(planning.capacity, &self.busy_seats(planning.id, start, end))
+                .is_some();
+        }
+        let Some(busy) = self.by_planning.get(&planning.id) else {
+            return planning.capacity >= 1;
+        };
+        let upper = busy.entries.partition_point(|o| o.starts_at < end);
+        let earliest = start - busy.longest;
+        let mut taken: u128 = 0;
+        for o in busy.entries[..upper]
+            .iter()
+            .rev()
+            .take_while(|o| o.starts_at >= earliest)
+            .filter(|o| o.ends_at > start)
+        {
+            if (1..=planning.capacity).contains(&o.seat) {
+                taken |= 1 << (o.seat - 1);
+            }
+        }
+        (taken.count_ones() as i32) < planning.capacity
     }
 }
 

@@ -726,13 +726,15 @@ pub trait StoreTx: Send {
     /// PostgreSQL: serialises the sends to one destination until the end of the transaction
     /// (so that "at most 3 codes in 10 minutes" holds under concurrency).
     async fn lock_destination(&mut self, destination: &str) -> Result<()>;
-    /// Notifications of `kind` created for `destination` since `since`.
+    /// Notifications of `kind` created for `destination` since `recent` and since `day` (the
+    /// short and the long window of a limit, in one read).
     async fn count_sent_to(
         &mut self,
         destination: &str,
         kind: NotificationKind,
-        since: DateTime<Utc>,
-    ) -> Result<i64>;
+        recent: DateTime<Utc>,
+        day: DateTime<Utc>,
+    ) -> Result<(i64, i64)>;
     /// Takes one code SMS from the commune's budget for `day` (its local date); false when the
     /// budget is spent.
     async fn take_sms_budget(
@@ -925,11 +927,13 @@ mod sql {
     pub const CANCEL_PENDING: &str = "UPDATE notifications SET status = 'cancelled', updated_at = $3, \
         last_error = 'appointment changed before sending' \
         WHERE appointment_id = $1 AND kind = $2 AND status = 'pending'";
-    pub const COUNT_SENT_TO: &str = "SELECT COUNT(*) FROM notifications \
-        WHERE destination = $1 AND kind = $2 AND created_at >= $3";
-    pub const OPEN_SMS_DAY: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING";
-    pub const TAKE_SMS_BUDGET: &str = "UPDATE sms_daily_usage SET sent = sent + 1 \
-        WHERE commune_id = $1 AND day = $2 AND sent < $3";
+    /// `$3` the start of the short window, `$4` of the long one (the earlier).
+    pub const COUNT_SENT_TO: &str = "SELECT COALESCE(SUM(CASE WHEN created_at >= $3 THEN 1 ELSE 0 END), 0), \
+        COUNT(*) FROM notifications WHERE destination = $1 AND kind = $2 AND created_at >= $4";
+    /// One statement: the day's row is created with this SMS, or counts it while under `$3`.
+    pub const TAKE_SMS_BUDGET: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) \
+        VALUES ($1, $2, 1) ON CONFLICT (commune_id, day) DO UPDATE SET sent = sms_daily_usage.sent + 1 \
+        WHERE sms_daily_usage.sent < $3";
     /// `$1` now. An SMS whose worker vanished after it started sending may have left: it
     /// becomes `unknown`. An e-mail may be sent again: it goes back to the queue.
     pub const ABANDON_STALE_SENDS: &str = "UPDATE notifications SET \

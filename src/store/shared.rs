@@ -1442,12 +1442,14 @@ macro_rules! impl_store_tx {
                 &mut self,
                 destination: &str,
                 kind: NotificationKind,
-                since: DateTime<Utc>,
-            ) -> Result<i64> {
-                sqlx::query_scalar(sql::COUNT_SENT_TO)
+                recent: DateTime<Utc>,
+                day: DateTime<Utc>,
+            ) -> Result<(i64, i64)> {
+                sqlx::query_as(sql::COUNT_SENT_TO)
                     .bind(destination)
                     .bind(kind.as_str())
-                    .bind(ts(since))
+                    .bind(ts(recent))
+                    .bind(ts(day.min(recent)))
                     .fetch_one(&mut *self.tx)
                     .await
                     .map_err(map_err)
@@ -1459,13 +1461,10 @@ macro_rules! impl_store_tx {
                 day: chrono::NaiveDate,
                 budget: i32,
             ) -> Result<bool> {
+                if budget <= 0 {
+                    return Ok(false);
+                }
                 let day = day.format("%Y-%m-%d").to_string();
-                sqlx::query(sql::OPEN_SMS_DAY)
-                    .bind(commune)
-                    .bind(&day)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
                 let taken = sqlx::query(sql::TAKE_SMS_BUDGET)
                     .bind(commune)
                     .bind(&day)

@@ -137,7 +137,7 @@ impl From<Location> for LocationJson {
 
 pub async fn commune_or_404(state: &AppState, slug: &str) -> Result<Commune, ApiError> {
     state
-        .store()
+        .engine
         .commune_by_slug(slug)
         .await?
         .ok_or(ApiError::Booking(BookingError::CommuneNotFound))

@@ -42,7 +42,7 @@ fn get<'a>(form: &'a Fields, name: &str) -> &'a str {
 }
 
 pub(super) async fn commune_or_404(state: &AppState, slug: &str) -> Result<Commune, PageError> {
-    state.store().commune_by_slug(slug).await?.ok_or_else(|| {
+    state.engine.commune_by_slug(slug).await?.ok_or_else(|| {
         PageError::NotFound(
             "Aucune commune ne prend rendez-vous à cette adresse. Cherchez votre commune depuis l'accueil.".to_owned(),
         )
