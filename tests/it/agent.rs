@@ -234,12 +234,38 @@ async fn first_slot(web: &mut WebClient, service: i64, persons: u32) -> String {
         ))
         .await;
     assert_eq!(page.status, 200, "{}", page.html);
+    slot_in(&page)
+}
+
+/// The first slot of a booking form.
+fn slot_in(page: &Answer) -> String {
     page.html
         .split("name=\"creneau\" value=\"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .expect("free slots")
         .to_owned()
+}
+
+/// Books `slot` for a walk-in at the counter through the form; `fields` are the citizen's
+/// (`nom`, `prenom`, `mobile`, …).
+async fn walk_in(
+    web: &mut WebClient,
+    service: i64,
+    persons: &str,
+    slot: &str,
+    fields: &[(&str, &str)],
+) -> Answer {
+    let csrf = csrf(web);
+    let service = service.to_string();
+    let mut all = vec![
+        ("csrf", csrf.as_str()),
+        ("demarche", service.as_str()),
+        ("personnes", persons),
+        ("creneau", slot),
+    ];
+    all.extend_from_slice(fields);
+    web.post("/agent/reserver", &all).await
 }
 
 async fn titres(app: &TestApp, slug: &str) -> i64 {
@@ -277,21 +303,19 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
 
     // Someone without a mobile: booked, nothing sent.
     let slot = first_slot(&mut web, service, 1).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Perrin"),
-                ("prenom", ""),
-                ("mobile", ""),
-                ("email", ""),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[
+            ("nom", "Perrin"),
+            ("prenom", ""),
+            ("mobile", ""),
+            ("email", ""),
+        ],
+    )
+    .await;
     assert_eq!(booked.status, 303, "{}", booked.html);
     let quiet = store
         .appointment(id_from(booked.location.as_deref().unwrap()))
@@ -307,18 +331,14 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
     // The same slot again, until every station at that time is taken: then said on the form.
     let mut again = None;
     for n in 0..6 {
-        let answer = web
-            .post(
-                "/agent/reserver",
-                &[
-                    ("csrf", &csrf(&web)),
-                    ("demarche", &service.to_string()),
-                    ("personnes", "1"),
-                    ("creneau", &slot),
-                    ("nom", &format!("Autre {n}")),
-                ],
-            )
-            .await;
+        let answer = walk_in(
+            &mut web,
+            service,
+            "1",
+            &slot,
+            &[("nom", &format!("Autre {n}"))],
+        )
+        .await;
         if answer.status != 303 {
             again = Some(answer);
             break;
@@ -330,21 +350,19 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
 
     // A family of two with a mobile: confirmation by SMS.
     let slot = first_slot(&mut web, service, 2).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "2"),
-                ("creneau", &slot),
-                ("nom", "Lambert"),
-                ("prenom", "Anne"),
-                ("mobile", "06 39 98 12 34"),
-                ("email", ""),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "2",
+        &slot,
+        &[
+            ("nom", "Lambert"),
+            ("prenom", "Anne"),
+            ("mobile", "06 39 98 12 34"),
+            ("email", ""),
+        ],
+    )
+    .await;
     assert_eq!(booked.status, 303, "{}", booked.html);
     let id = id_from(booked.location.as_deref().unwrap());
     app.deliver().await;
@@ -481,19 +499,14 @@ async fn a_replacement_is_accepted_or_declined_by_link() {
     let mut offers = Vec::new();
     for (name, mobile) in [("Roux", "06 39 98 20 01"), ("Blanc", "06 39 98 20 02")] {
         let slot = first_slot(&mut web, service, 1).await;
-        let booked = web
-            .post(
-                "/agent/reserver",
-                &[
-                    ("csrf", &csrf(&web)),
-                    ("demarche", &service.to_string()),
-                    ("personnes", "1"),
-                    ("creneau", &slot),
-                    ("nom", name),
-                    ("mobile", mobile),
-                ],
-            )
-            .await;
+        let booked = walk_in(
+            &mut web,
+            service,
+            "1",
+            &slot,
+            &[("nom", name), ("mobile", mobile)],
+        )
+        .await;
         let id = id_from(booked.location.as_deref().unwrap());
         let outcome = engine
             .cancel_with_proposal(id, "Agent absent", true)
@@ -587,27 +600,15 @@ async fn closing_a_period(db: TestDb) {
                 "/agent/reserver?demarche={service}&personnes=1&date=2026-12-03&lieu=1"
             ))
             .await;
-        let slot = page
-            .html
-            .split("name=\"creneau\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
-        let answer = web
-            .post(
-                "/agent/reserver",
-                &[
-                    ("csrf", &csrf(&web)),
-                    ("demarche", &service.to_string()),
-                    ("personnes", "1"),
-                    ("creneau", &slot),
-                    ("nom", name),
-                    ("mobile", mobile),
-                    ("lieu", "1"),
-                ],
-            )
-            .await;
+        let slot = slot_in(&page);
+        let answer = walk_in(
+            &mut web,
+            service,
+            "1",
+            &slot,
+            &[("nom", name), ("mobile", mobile), ("lieu", "1")],
+        )
+        .await;
         assert_eq!(answer.status, 303, "{}", answer.html);
         booked.push(id_from(answer.location.as_deref().unwrap()));
     }
@@ -726,19 +727,14 @@ async fn changing_hours_asks_about_stranded_appointments() {
     let mut web = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut web, service, 1).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Moreau"),
-                ("mobile", "06 39 98 40 01"),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[("nom", "Moreau"), ("mobile", "06 39 98 40 01")],
+    )
+    .await;
     let id = id_from(booked.location.as_deref().unwrap());
     let ap = store.appointment(id).await.unwrap().unwrap();
     let commune = store.commune(ap.commune_id).await.unwrap().unwrap();
@@ -897,18 +893,7 @@ async fn the_audit_log_is_the_commune_administrators() {
     let mut agent = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut agent, service, 1).await;
-    let booked = agent
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&agent)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Chevalier"),
-            ],
-        )
-        .await;
+    let booked = walk_in(&mut agent, service, "1", &slot, &[("nom", "Chevalier")]).await;
     assert_eq!(booked.status, 303);
     let refused = agent.get("/agent/journal").await;
     assert_eq!(refused.status, 403);
@@ -1027,33 +1012,25 @@ async fn a_late_answer_to_an_offer() {
                 "/agent/reserver?demarche={service}&personnes=1&date=2026-12-14"
             ))
             .await;
-        let slot = page
-            .html
-            .split("name=\"creneau\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
-        let booked = web
-            .post(
-                "/agent/reserver",
-                &[
-                    ("csrf", &csrf(&web)),
-                    ("demarche", &service.to_string()),
-                    ("personnes", "1"),
-                    ("creneau", &slot),
-                    ("nom", name),
-                    (
-                        "mobile",
-                        if name == "Tardif" {
-                            "06 39 98 60 01"
-                        } else {
-                            "06 39 98 60 02"
-                        },
-                    ),
-                ],
-            )
-            .await;
+        let slot = slot_in(&page);
+        let booked = walk_in(
+            &mut web,
+            service,
+            "1",
+            &slot,
+            &[
+                ("nom", name),
+                (
+                    "mobile",
+                    if name == "Tardif" {
+                        "06 39 98 60 01"
+                    } else {
+                        "06 39 98 60 02"
+                    },
+                ),
+            ],
+        )
+        .await;
         let id = id_from(booked.location.as_deref().unwrap());
         let outcome = engine
             .cancel_with_proposal(id, "Élections", true)
@@ -1080,37 +1057,27 @@ async fn a_duplicate_elsewhere_is_not_revealed() {
     let mut thonon = signed_in(&app, "agent@thonon-les-bains.demo").await;
     let thonon_service = titres(&app, "thonon-les-bains").await;
     let slot = first_slot(&mut thonon, thonon_service, 1).await;
-    let booked = thonon
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&thonon)),
-                ("demarche", &thonon_service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Mercier"),
-                ("mobile", "06 39 98 70 01"),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut thonon,
+        thonon_service,
+        "1",
+        &slot,
+        &[("nom", "Mercier"), ("mobile", "06 39 98 70 01")],
+    )
+    .await;
     assert_eq!(booked.status, 303, "{}", booked.html);
 
     let mut annecy = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut annecy, service, 1).await;
-    let refused = annecy
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&annecy)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Mercier"),
-                ("mobile", "06 39 98 70 01"),
-            ],
-        )
-        .await;
+    let refused = walk_in(
+        &mut annecy,
+        service,
+        "1",
+        &slot,
+        &[("nom", "Mercier"), ("mobile", "06 39 98 70 01")],
+    )
+    .await;
     assert_eq!(refused.status, 422, "{}", refused.html);
     assert!(
         refused.contains("dans une autre commune"),
@@ -1121,19 +1088,14 @@ async fn a_duplicate_elsewhere_is_not_revealed() {
 
     // The same person again in Thonon: there, the agent sees when and where.
     let slot = first_slot(&mut thonon, thonon_service, 1).await;
-    let here = thonon
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&thonon)),
-                ("demarche", &thonon_service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Mercier"),
-                ("mobile", "06 39 98 70 01"),
-            ],
-        )
-        .await;
+    let here = walk_in(
+        &mut thonon,
+        thonon_service,
+        "1",
+        &slot,
+        &[("nom", "Mercier"), ("mobile", "06 39 98 70 01")],
+    )
+    .await;
     assert_eq!(here.status, 422);
     assert!(
         here.contains("Cette personne a déjà un rendez-vous"),
@@ -1152,19 +1114,14 @@ async fn an_offer_cancelled_again_is_replaced_again() {
     let mut web = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut web, service, 1).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Gauthier"),
-                ("mobile", "06 39 98 70 02"),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[("nom", "Gauthier"), ("mobile", "06 39 98 70 02")],
+    )
+    .await;
     let id = id_from(booked.location.as_deref().unwrap());
     let first = engine
         .cancel_with_proposal(id, "Panne", true)
@@ -1227,26 +1184,15 @@ async fn a_new_reminder_delay_moves_queued_reminders() {
             "/agent/reserver?demarche={service}&personnes=1&date=2026-12-10"
         ))
         .await;
-    let slot = page
-        .html
-        .split("name=\"creneau\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Rappel"),
-                ("mobile", "06 39 98 70 03"),
-            ],
-        )
-        .await;
+    let slot = slot_in(&page);
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[("nom", "Rappel"), ("mobile", "06 39 98 70 03")],
+    )
+    .await;
     let id = id_from(booked.location.as_deref().unwrap());
     let reminder = |store: std::sync::Arc<dyn guichet::store::Store>| async move {
         store
@@ -1306,20 +1252,18 @@ async fn searching_names_as_typed(db: TestDb) {
     let mut web = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut web, service, 1).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Lefèvre-Œuvray"),
-                ("prenom", "Élodie"),
-                ("mobile", "06 39 98 70 09"),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[
+            ("nom", "Lefèvre-Œuvray"),
+            ("prenom", "Élodie"),
+            ("mobile", "06 39 98 70 09"),
+        ],
+    )
+    .await;
     assert_eq!(booked.status, 303, "{}", booked.html);
     for query in [
         "elodie",
@@ -1358,19 +1302,14 @@ async fn an_interrupted_closing_is_finished_from_the_configuration() {
     let mut web = signed_in(&app, "agent@annecy.demo").await;
     let service = titres(&app, "annecy").await;
     let slot = first_slot(&mut web, service, 1).await;
-    let booked = web
-        .post(
-            "/agent/reserver",
-            &[
-                ("csrf", &csrf(&web)),
-                ("demarche", &service.to_string()),
-                ("personnes", "1"),
-                ("creneau", &slot),
-                ("nom", "Interrompu"),
-                ("mobile", "06 39 98 70 10"),
-            ],
-        )
-        .await;
+    let booked = walk_in(
+        &mut web,
+        service,
+        "1",
+        &slot,
+        &[("nom", "Interrompu"), ("mobile", "06 39 98 70 10")],
+    )
+    .await;
     let id = id_from(booked.location.as_deref().unwrap());
     let ap = store.appointment(id).await.unwrap().unwrap();
     // As if the instance had stopped right after writing the closure.
