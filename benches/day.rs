@@ -8,14 +8,16 @@ use chrono_tz::Europe::Paris;
 use guichet::booking::{BookingMode, BookingRequest, Engine};
 use guichet::domain::slots::SlotFilter;
 use guichet::domain::{
-    Category, Channel, Channels, Citizen, CitizenName, Clock, ManualClock, MinuteOfDay, PhoneE164,
-    Role, Weekdays, WeeklyHours,
+    Channel, Citizen, CitizenName, Clock, ManualClock, MinuteOfDay, PhoneE164, Role, Weekdays,
 };
-use guichet::store::{
-    self, NewAgent, NewCommune, NewLocation, NewOpeningRule, NewPlanning, NewService,
-};
+use guichet::store::{self, NewAgent, NewOpeningRule, NewPlanning};
 use std::sync::Arc;
 use std::time::Instant;
+
+#[path = "support/mod.rs"]
+mod support;
+
+use support::percentile;
 
 const PLANNINGS: usize = 10;
 const APPOINTMENTS: usize = 200;
@@ -45,11 +47,6 @@ const LAST: [&str; 20] = [
     "Fournier-Delacroix",
 ];
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -62,57 +59,7 @@ async fn main() {
         Arc::new(ManualClock::new(now)) as Arc<dyn Clock>,
         Duration::minutes(10),
     );
-    let commune = store
-        .insert_commune(&NewCommune {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            insee_code: "74010".into(),
-            timezone: Paris,
-            population: 130_000,
-            phone_numbers: vec![],
-            switchboard_number: None,
-            switchboard_hours: WeeklyHours::default(),
-            reminder_delay_hours: 48,
-            quiet_start: MinuteOfDay::hm(20, 0),
-            quiet_end: MinuteOfDay::hm(8, 0),
-            sms_sender: "Bench".into(),
-            allow_multiple_per_category: true,
-            sms_daily_budget: 300,
-            allow_foreign_mobiles: false,
-        })
-        .await
-        .unwrap();
-    let mut locations = Vec::new();
-    for name in ["Hôtel de ville", "Annexe"] {
-        locations.push(
-            store
-                .insert_location(&NewLocation {
-                    commune_id: commune,
-                    name: name.into(),
-                    address: "1 place de la Mairie".into(),
-                    postcode: "74000".into(),
-                    city: "Bench".into(),
-                    access_notes: String::new(),
-                })
-                .await
-                .unwrap(),
-        );
-    }
-    let service = store
-        .insert_service(&NewService {
-            commune_id: commune,
-            name: "Carte d'identité et passeport".into(),
-            spoken_name: "carte d'identité ou passeport".into(),
-            category: Category::Titres,
-            duration_minutes: 20,
-            max_persons: 4,
-            min_notice_minutes: 0,
-            horizon_days: 60,
-            channels: Channels::ALL,
-            what_to_bring: String::new(),
-        })
-        .await
-        .unwrap();
+    let (commune, locations, service) = support::town(store.as_ref(), 60, true).await;
     for i in 0..PLANNINGS {
         let planning = store
             .insert_planning(&NewPlanning {

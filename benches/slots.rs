@@ -12,23 +12,23 @@ use chrono_tz::Europe::Paris;
 use guichet::booking::Engine;
 use guichet::domain::slots::SlotFilter;
 use guichet::domain::{
-    Appointment, AppointmentId, Category, Channel, Channels, Citizen, CitizenName, Clock,
-    ManualClock, MinuteOfDay, PhoneE164, Status, Weekdays, WeeklyHours,
+    Appointment, AppointmentId, Channel, Citizen, CitizenName, Clock, ManualClock, MinuteOfDay,
+    PhoneE164, Status, Weekdays,
 };
-use guichet::store::{self, NewCommune, NewLocation, NewOpeningRule, NewPlanning, NewService};
+use guichet::store::{self, NewOpeningRule, NewPlanning};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::percentile;
+
 const PLANNINGS: usize = 10;
 const APPOINTMENTS: usize = 5_000;
 const HORIZON_DAYS: i32 = 90;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
 
 fn report(name: &str, target_ms: f64, mut samples: Vec<f64>, found: usize) {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -59,57 +59,7 @@ async fn main() {
         Duration::minutes(10),
     );
 
-    let commune = store
-        .insert_commune(&NewCommune {
-            slug: "bench".into(),
-            name: "Bench".into(),
-            insee_code: "74010".into(),
-            timezone: Paris,
-            population: 130_000,
-            phone_numbers: vec![],
-            switchboard_number: None,
-            switchboard_hours: WeeklyHours::default(),
-            reminder_delay_hours: 48,
-            quiet_start: MinuteOfDay::hm(20, 0),
-            quiet_end: MinuteOfDay::hm(8, 0),
-            sms_sender: "Bench".into(),
-            allow_multiple_per_category: false,
-            sms_daily_budget: 300,
-            allow_foreign_mobiles: false,
-        })
-        .await
-        .unwrap();
-    let mut locations = Vec::new();
-    for name in ["Hôtel de ville", "Annexe"] {
-        locations.push(
-            store
-                .insert_location(&NewLocation {
-                    commune_id: commune,
-                    name: name.into(),
-                    address: "1 place de la Mairie".into(),
-                    postcode: "74000".into(),
-                    city: "Bench".into(),
-                    access_notes: String::new(),
-                })
-                .await
-                .unwrap(),
-        );
-    }
-    let service = store
-        .insert_service(&NewService {
-            commune_id: commune,
-            name: "Carte d'identité et passeport".into(),
-            spoken_name: "carte d'identité ou passeport".into(),
-            category: Category::Titres,
-            duration_minutes: 20,
-            max_persons: 4,
-            min_notice_minutes: 0,
-            horizon_days: HORIZON_DAYS,
-            channels: Channels::ALL,
-            what_to_bring: String::new(),
-        })
-        .await
-        .unwrap();
+    let (commune, locations, service) = support::town(store.as_ref(), HORIZON_DAYS, false).await;
     let mut plannings = Vec::new();
     for i in 0..PLANNINGS {
         let planning = store

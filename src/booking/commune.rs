@@ -7,7 +7,8 @@
 
 use super::{BookingError, Engine, Result, offered, take_seat, touch};
 use crate::domain::slots::SlotFilter;
-use crate::domain::{Appointment, AppointmentId, Closure, CommuneId, Status};
+use crate::domain::{Appointment, AppointmentId, Closure, Commune, CommuneId, Status};
+use crate::notify::Recipients;
 use crate::notify::templates::Proposal;
 use crate::store::{NewClosure, SmsAction};
 use chrono::{DateTime, Duration, Utc};
@@ -35,13 +36,10 @@ pub enum Told {
 }
 
 impl Told {
-    fn of(appointment: &Appointment, allow_foreign: bool) -> Self {
-        let sms = appointment
-            .citizen
-            .phone
-            .as_ref()
-            .is_some_and(|p| p.can_receive_sms(allow_foreign));
-        match (sms, appointment.citizen.email.is_some()) {
+    /// Whom the notice of a commune's cancellation reaches (the notifier's own rule).
+    fn of(commune: &Commune, appointment: &Appointment) -> Self {
+        let to = Recipients::of(commune, appointment, false);
+        match (to.sms.is_some(), to.email.is_some()) {
             (true, true) => Told::SmsAndEmail,
             (true, false) => Told::Sms,
             (false, true) => Told::Email,
@@ -288,7 +286,7 @@ impl Engine {
         self.wake.notify_one();
         tracing::info!(appointment = %id, proposal = proposal.is_some(), "appointment cancelled by the commune");
         Ok(CommuneCancellation {
-            told: Told::of(&old, details.commune.allow_foreign_mobiles),
+            told: Told::of(&details.commune, &old),
             cancelled: old,
             proposal: proposal.map(|(a, _)| a),
         })

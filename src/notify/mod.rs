@@ -35,13 +35,13 @@ pub struct Notifier {
 }
 
 /// The contacts of an appointment that can be written to.
-struct Recipients {
-    sms: Option<PhoneE164>,
-    email: Option<EmailAddress>,
+pub struct Recipients {
+    pub sms: Option<PhoneE164>,
+    pub email: Option<EmailAddress>,
 }
 
 impl Recipients {
-    fn of(commune: &Commune, appointment: &Appointment, sms_opted_out: bool) -> Self {
+    pub fn of(commune: &Commune, appointment: &Appointment, sms_opted_out: bool) -> Self {
         let citizen = &appointment.citizen;
         Self {
             sms: citizen

@@ -261,6 +261,13 @@ async fn carry_out(
     Ok(note)
 }
 
+/// After a change of configuration: this instance reads it afresh at once (others within
+/// `CONFIG_TTL`), and the audit log says who made it.
+async fn changed(state: &AppState, a: &CommuneAgent, action: &str, detail: String) {
+    state.engine.forget_config(a.commune.id);
+    a.audit(state, action, detail).await;
+}
+
 fn done(to: &str, note: &str) -> Response {
     if note.is_empty() {
         see_other(to)
@@ -698,9 +705,9 @@ pub async fn location_new(
     };
     location.commune_id = a.commune.id;
     let id = state.store().insert_location(&location).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!("lieu ajouté : {} ({id})", location.name),
     )
@@ -913,9 +920,9 @@ pub async fn location_post(
         ..current.clone()
     };
     state.store().update_location(&updated).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!(
             "lieu modifié : {} ({id}){}",
@@ -1074,9 +1081,9 @@ pub async fn service_new(
     };
     service.commune_id = a.commune.id;
     let id = state.store().insert_service(&service).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!("démarche ajoutée : {} ({id})", service.name),
     )
@@ -1173,9 +1180,9 @@ pub async fn service_post(
         ..current.clone()
     };
     state.store().update_service(&updated).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!("démarche modifiée : {} ({id})", updated.name),
     )
@@ -1238,9 +1245,9 @@ pub async fn planning_new(
             capacity,
         })
         .await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!("planning ajouté : {name} ({id})"),
     )
@@ -1329,9 +1336,9 @@ pub async fn planning_post(
         ..current.clone()
     };
     state.store().update_planning(&updated).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "configuration",
         format!(
             "planning modifié : {} ({id}), {capacity} poste(s)",
@@ -1759,9 +1766,9 @@ pub async fn rule_new(
         Err(errors) => return rules_error(&state, &a, &config, None, &form, errors),
     };
     let id = state.store().insert_opening_rule(&rule).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "horaires",
         format!("plage ajoutée ({id}) : {}", rule_text(&config, &rule)),
     )
@@ -1823,9 +1830,9 @@ pub async fn rule_post(
         return Ok(page);
     }
     state.store().update_opening_rule(id, &new).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "horaires",
         format!("plage modifiée ({id}) : {}", rule_text(&config, &new)),
     )
@@ -1887,9 +1894,9 @@ pub async fn rule_delete(
         return Ok(page);
     }
     state.store().delete_opening_rule(id).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "horaires",
         format!("plage supprimée ({id}) : {text}"),
     )
@@ -1908,22 +1915,11 @@ pub async fn closure_delete(
     Form(form): Form<FormList>,
 ) -> Result<Response, PageError> {
     check_csrf(&a.csrf, csrf_of(&form).as_ref())?;
-    let now = state.engine.now();
-    let closure = state
-        .store()
-        .closures(
-            a.commune.id,
-            now - Duration::days(3650),
-            now + Duration::days(3650),
-        )
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(not_found)?;
+    let closure = own_closure(&state, &a, id).await?;
     state.store().delete_closure(id).await?;
-    state.engine.forget_config(a.commune.id);
-    a.audit(
+    changed(
         &state,
+        &a,
         "fermeture",
         format!(
             "fermeture supprimée ({id}) du {} au {} : {}",
@@ -1939,17 +1935,14 @@ pub async fn closure_delete(
     ))
 }
 
-/// Cancels, with a replacement each, the appointments still inside a closure (a closing that
-/// was interrupted, or appointments kept when the closure was made).
-pub async fn closure_cancel(
-    State(state): State<AppState>,
-    a: CommuneAgent,
-    Path(id): Path<i64>,
-    Form(form): Form<FormList>,
-) -> Result<Response, PageError> {
-    check_csrf(&a.csrf, csrf_of(&form).as_ref())?;
+/// A closure of the agent's commune (ten years either way covers any that matters), or 404.
+async fn own_closure(
+    state: &AppState,
+    a: &CommuneAgent,
+    id: i64,
+) -> Result<crate::domain::Closure, PageError> {
     let now = state.engine.now();
-    let closure = state
+    state
         .store()
         .closures(
             a.commune.id,
@@ -1959,7 +1952,19 @@ pub async fn closure_cancel(
         .await?
         .into_iter()
         .find(|c| c.id == id)
-        .ok_or_else(not_found)?;
+        .ok_or_else(not_found)
+}
+
+/// Cancels, with a replacement each, the appointments still inside a closure (a closing that
+/// was interrupted, or appointments kept when the closure was made).
+pub async fn closure_cancel(
+    State(state): State<AppState>,
+    a: CommuneAgent,
+    Path(id): Path<i64>,
+    Form(form): Form<FormList>,
+) -> Result<Response, PageError> {
+    check_csrf(&a.csrf, csrf_of(&form).as_ref())?;
+    let closure = own_closure(&state, &a, id).await?;
     let results = state.engine.cancel_in_closure(&closure, true).await?;
     super::day::closure_report(&state, &a, &closure, &results).await
 }

@@ -2,6 +2,7 @@
 //! appointment (attendance, cancellation with a replacement), booking for someone in a few
 //! keystrokes, and closing a period.
 
+use super::super::pages::booking::{Fields, get};
 use super::super::pages::booking::{citizen_from, details_error, parse_slot, spaced_phone};
 use super::super::pages::{FieldError, PageError, check_csrf, local_time, render, see_other, when};
 use super::{AgentLayout, CommuneAgent, agent_page, not_found};
@@ -18,17 +19,10 @@ use axum::extract::{Form, Path, Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use serde::Deserialize;
-use std::collections::HashMap;
 use uuid::Uuid;
 
-type Fields = HashMap<String, String>;
-
-fn get<'a>(form: &'a Fields, name: &str) -> &'a str {
-    form.get(name).map_or("", |v| v.trim())
-}
-
 /// Local midnight to midnight of `date`, as UTC instants.
-fn day_bounds(commune: &Commune, date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+pub fn day_bounds(commune: &Commune, date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let start = resolve(commune.timezone, date.and_time(NaiveTime::MIN));
     let end = resolve(
         commune.timezone,

@@ -2,6 +2,7 @@
 //! SMS usage and cost per month, each one's estimated yearly cost from the price list, and the
 //! back-office accounts.
 
+use super::super::pages::booking::{Fields, get};
 use super::super::pages::{FieldError, PageError, check_csrf, render, see_other};
 use super::day::Choice;
 use super::{AgentLayout, PlatformAdmin, agent_page, audit, not_found};
@@ -13,13 +14,7 @@ use askama::Template;
 use axum::extract::{Form, Path, Query, State};
 use axum::response::Response;
 use chrono::{Datelike, Duration, NaiveDate};
-use std::collections::{BTreeMap, HashMap};
-
-type Fields = HashMap<String, String>;
-
-fn get<'a>(form: &'a Fields, name: &str) -> &'a str {
-    form.get(name).map_or("", |v| v.trim())
-}
+use std::collections::BTreeMap;
 
 struct CommuneRow {
     id: i64,

@@ -57,12 +57,8 @@ async fn load(
     let store = state.store();
     let config = state.engine.config(a.commune.id).await?;
     let commune = &config.commune;
-    let tz = commune.timezone;
-    let start = crate::domain::reminders::resolve(tz, from.and_time(chrono::NaiveTime::MIN));
-    let end = crate::domain::reminders::resolve(
-        tz,
-        (to + Duration::days(1)).and_time(chrono::NaiveTime::MIN),
-    );
+    let (start, _) = super::day::day_bounds(commune, from);
+    let (_, end) = super::day::day_bounds(commune, to);
     let (appointments, closures, calls, sms) = tokio::try_join!(
         store.appointments(commune.id, start, end),
         store.closures(commune.id, start, end),

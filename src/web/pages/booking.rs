@@ -35,9 +35,10 @@ const NEAREST: usize = 8;
 /// How long the citizen waits before asking for another code.
 const RESEND_AFTER_SECONDS: i64 = 60;
 
-type Fields = HashMap<String, String>;
+pub(crate) type Fields = HashMap<String, String>;
 
-fn get<'a>(form: &'a Fields, name: &str) -> &'a str {
+/// A form field, trimmed; empty when absent.
+pub(crate) fn get<'a>(form: &'a Fields, name: &str) -> &'a str {
     form.get(name).map_or("", |v| v.trim())
 }
 
