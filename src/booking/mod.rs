@@ -431,18 +431,20 @@ impl Engine {
                 .checked_add_signed(Duration::days(window_days - 1))
                 .map_or(to, |d| d.min(to));
             let (span_start, span_end) = utc_span(window_start, window_end);
-            let occupancy = Occupancy::new(
-                self.store
-                    .occupancy(ctx.commune.id, span_start, span_end, now)
-                    .await?,
-            );
+            let taken = self
+                .store
+                .occupancy(ctx.commune.id, span_start, span_end, now)
+                .await?;
             let window_filter = SlotFilter {
                 from: window_start,
                 to: window_end,
                 limit: filter.limit.map(|l| l.saturating_sub(found.len())),
                 ..filter
             };
-            found.extend(ctx.search(now).free_slots(&window_filter, &occupancy));
+            found.extend(cpu_bound(|| {
+                ctx.search(now)
+                    .free_slots(&window_filter, &Occupancy::new(taken))
+            }));
             if filter.limit.is_some_and(|l| found.len() >= l) {
                 break;
             }
@@ -1394,4 +1396,16 @@ fn validate_citizen(
         }
     }
     Ok(())
+}
+
+/// Runs a computation of a few milliseconds (a day of thousands of slots) without stalling the
+/// other tasks of its runtime thread. Tokio does not preempt: a task that computes keeps every
+/// task queued behind it waiting — among them, under a rush, the one holding SQLite's writer
+/// turn, so that every booking waits too. On a multi-threaded runtime the thread hands its
+/// queue to another before computing; elsewhere (single-threaded tests) it just computes.
+pub(crate) fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }

@@ -276,6 +276,9 @@ impl<'a> SlotSearch<'a> {
             return Vec::new();
         }
         let rules = self.usable_rules(filter.location);
+        // Looked up for every candidate: seventy stations make a linear search count.
+        let plannings: HashMap<PlanningId, &Planning> =
+            rules.iter().map(|(_, p)| (p.id, *p)).collect();
         let (first, last) = self.bookable_dates();
         let mut holidays = HolidayCalendar::new(self.commune.holiday_region());
         let mut slots = Vec::new();
@@ -294,13 +297,9 @@ impl<'a> SlotSearch<'a> {
                 &mut instants,
                 &mut day_candidates,
             );
-            day_candidates.sort_by_key(|c| (c.start, c.location_id, c.planning_id));
+            day_candidates.sort_unstable_by_key(|c| (c.start, c.location_id, c.planning_id));
             for c in &day_candidates {
-                let planning = rules
-                    .iter()
-                    .map(|(_, p)| *p)
-                    .find(|p| p.id == c.planning_id)
-                    .expect("candidates only come from usable rules");
+                let planning = plannings[&c.planning_id];
                 if !occupancy.has_free_seat(planning, c.start, c.end) {
                     continue;
                 }
@@ -315,12 +314,21 @@ impl<'a> SlotSearch<'a> {
                             planning_ids.push(c.planning_id);
                         }
                     }
-                    _ => slots.push(FreeSlot {
-                        start: c.start,
-                        end: c.end,
-                        location_id: c.location_id,
-                        planning_ids: vec![c.planning_id],
-                    }),
+                    _ => {
+                        // Candidates come in time order: once the list is full, a new start
+                        // can only be later than every slot kept (and the last one has all
+                        // its plannings). Under a rush, a first page must not cost a scan of
+                        // the whole day.
+                        if filter.limit.is_some_and(|limit| slots.len() >= limit) {
+                            break;
+                        }
+                        slots.push(FreeSlot {
+                            start: c.start,
+                            end: c.end,
+                            location_id: c.location_id,
+                            planning_ids: vec![c.planning_id],
+                        })
+                    }
                 }
             }
             if filter.limit.is_some_and(|limit| slots.len() >= limit) {
