@@ -16,7 +16,7 @@ use super::email::{MailOutcome, Mailer, OutgoingEmail};
 use super::sms::{OutgoingSms, SmsOutcome, SmsSender};
 use crate::domain::reminders::is_quiet;
 use crate::domain::{Clock, MessageChannel, MinuteOfDay, NotificationKind, Status, gsm7};
-use crate::store::{Notification, SendResult, Store};
+use crate::store::{Notification, NotificationId, SendResult, Store};
 use chrono::Duration;
 use chrono::TimeZone;
 use futures::StreamExt;
@@ -41,8 +41,11 @@ impl Outbox {
     /// How long a claim lasts: far longer than a send takes (the SMS timeout is 10 s).
     pub const LEASE: Duration = Duration::seconds(60);
     pub const MAX_ATTEMPTS: i32 = 8;
-    const BATCH: i64 = 64;
-    const IN_FLIGHT: usize = 16;
+    /// Messages claimed, started and recorded together (one transaction each step).
+    const BATCH: usize = 16;
+    /// Batches on their way at once: a batch waits for its slowest send before recording,
+    /// so new messages are claimed meanwhile.
+    const BATCHES_IN_FLIGHT: usize = 4;
     /// How often the background loop looks for sends a vanished worker left half-done.
     const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -78,14 +81,9 @@ impl Outbox {
                 "messages left unknown by a worker that stopped while sending"
             );
         }
-        let claimed = self
-            .store
-            .claim_notifications(&self.worker, now, now + Self::LEASE, Self::BATCH)
-            .await?;
+        let claimed = self.claim().await?;
         let count = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(Self::IN_FLIGHT, |n| self.deliver_logged(n))
-            .await;
+        self.deliver_batch(claimed).await?;
         Ok(count)
     }
 
@@ -101,15 +99,22 @@ impl Outbox {
         }
     }
 
+    async fn claim(&self) -> crate::store::Result<Vec<Notification>> {
+        let now = self.clock.now();
+        self.store
+            .claim_notifications(&self.worker, now, now + Self::LEASE, Self::BATCH as i64)
+            .await
+    }
+
     /// The background loop: woken when a change enqueues something, and every second for
-    /// what other instances wrote or what became due. Sends flow without waiting for a whole
-    /// batch to finish: more is claimed as soon as half the sends in flight are done, so a code
-    /// written during a rush leaves within a round trip or two, not after the slowest send of
-    /// the batch before it. Sends abandoned by a vanished worker are looked for every
+    /// what other instances wrote or what became due. Batches flow without waiting for each
+    /// other: a new one is claimed as soon as a change wakes the loop and fewer than
+    /// [`Outbox::BATCHES_IN_FLIGHT`] are on their way, so a code written during a rush leaves
+    /// within a round trip or two. Sends abandoned by a vanished worker are looked for every
     /// [`Outbox::SWEEP_EVERY`], not on every claim (that is a write each time).
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker = %self.worker, "outbox worker started");
-        // Tasks of their own, not futures polled by this loop: a send paused while the loop
+        // Tasks of their own, not futures polled by this loop: a batch paused while the loop
         // awaits its claim could hold the store's writer lock the claim waits for.
         let mut in_flight = tokio::task::JoinSet::new();
         let mut last_sweep: Option<std::time::Instant> = None;
@@ -126,20 +131,17 @@ impl Outbox {
                 }
             }
             let mut full_batch = false;
-            if in_flight.len() <= Self::IN_FLIGHT / 2 {
-                let room = (Self::IN_FLIGHT * 2 - in_flight.len()) as i64;
-                let now = self.clock.now();
-                match self
-                    .store
-                    .claim_notifications(&self.worker, now, now + Self::LEASE, room)
-                    .await
-                {
+            if in_flight.len() < Self::BATCHES_IN_FLIGHT {
+                match self.claim().await {
+                    Ok(claimed) if claimed.is_empty() => {}
                     Ok(claimed) => {
-                        full_batch = claimed.len() as i64 == room;
-                        for n in claimed {
-                            let outbox = self.clone();
-                            in_flight.spawn(async move { outbox.deliver_logged(n).await });
-                        }
+                        full_batch = claimed.len() == Self::BATCH;
+                        let outbox = self.clone();
+                        in_flight.spawn(async move {
+                            if let Err(e) = outbox.deliver_batch(claimed).await {
+                                tracing::error!(error = %e, "could not record sends");
+                            }
+                        });
                     }
                     Err(e) => tracing::error!(error = %e, "outbox: cannot claim notifications"),
                 }
@@ -152,9 +154,8 @@ impl Outbox {
                 }
                 continue;
             }
-            if full_batch {
-                // More may be due already: claim again once room frees up.
-                let _ = in_flight.join_next().await;
+            if full_batch && in_flight.len() < Self::BATCHES_IN_FLIGHT {
+                // More may be due already.
                 continue;
             }
             tokio::select! {
@@ -170,10 +171,50 @@ impl Outbox {
         tracing::info!(worker = %self.worker, "outbox worker stopped");
     }
 
-    async fn deliver_logged(&self, n: Notification) {
-        if let Err(e) = self.deliver(n).await {
-            tracing::error!(error = %e, "could not record a send");
+    /// Sends a claimed batch: reminders that should not go now are set aside, the rest are
+    /// marked as being handed to the provider (one transaction), sent side by side, and every
+    /// outcome is recorded (one transaction). A worker that dies before the first write leaves
+    /// its claims to lapse and be sent by another; one that dies after it leaves them
+    /// `unknown`, never sent twice.
+    async fn deliver_batch(&self, claimed: Vec<Notification>) -> crate::store::Result<()> {
+        if claimed.is_empty() {
+            return Ok(());
         }
+        let mut outcomes = Vec::with_capacity(claimed.len());
+        let mut to_send = Vec::with_capacity(claimed.len());
+        for n in claimed {
+            match self.hold_back(&n).await? {
+                Some(outcome) => outcomes.push((n.message.id, outcome)),
+                None => to_send.push(n),
+            }
+        }
+        if !to_send.is_empty() {
+            let now = self.clock.now();
+            let ids: Vec<NotificationId> = to_send.iter().map(|n| n.message.id).collect();
+            let started = self
+                .store
+                .start_sends(&ids, &self.worker, now, now + Self::LEASE)
+                .await?;
+            // A lapsed claim: another worker has that message now.
+            to_send.retain(|n| started.contains(&n.message.id));
+            let sent: Vec<(NotificationId, SendResult)> = futures::stream::iter(to_send)
+                .map(|n| async move {
+                    let result = match n.message.channel {
+                        MessageChannel::Sms => self.send_sms(&n).await,
+                        MessageChannel::Email => self.send_email(&n).await,
+                    };
+                    if !matches!(result, SendResult::Sent { .. }) {
+                        tracing::warn!(notification = %n.message.id, kind = %n.message.kind, outcome = ?result, "message not delivered");
+                    }
+                    (n.message.id, result)
+                })
+                .buffer_unordered(Self::BATCH)
+                .collect()
+                .await;
+            outcomes.extend(sent);
+        }
+        let now = self.clock.now();
+        self.store.finish_sends(&self.worker, &outcomes, now).await
     }
 
     /// For a reminder: how it ends without being sent, if it should not be sent now — the
@@ -237,38 +278,6 @@ impl Outbox {
     fn backoff(attempts: i32) -> Duration {
         let shift = attempts.clamp(1, 8) - 1;
         (Duration::seconds(30) * 2i32.pow(shift as u32)).min(Duration::hours(1))
-    }
-
-    async fn deliver(&self, n: Notification) -> crate::store::Result<()> {
-        let id = n.message.id;
-        if let Some(outcome) = self.hold_back(&n).await? {
-            let now = self.clock.now();
-            return self
-                .store
-                .finish_send(id, &self.worker, &outcome, now)
-                .await;
-        }
-        let now = self.clock.now();
-        if !self
-            .store
-            .start_send(id, &self.worker, now, now + Self::LEASE)
-            .await?
-        {
-            // The lease was lost: another worker has this message now.
-            return Ok(());
-        }
-        let result = match n.message.channel {
-            MessageChannel::Sms => self.send_sms(&n).await,
-            MessageChannel::Email => self.send_email(&n).await,
-        };
-        match &result {
-            SendResult::Sent { .. } => {}
-            other => {
-                tracing::warn!(notification = %id, kind = %n.message.kind, outcome = ?other, "message not delivered")
-            }
-        }
-        let now = self.clock.now();
-        self.store.finish_send(id, &self.worker, &result, now).await
     }
 
     fn retry(&self, n: &Notification, error: String) -> SendResult {

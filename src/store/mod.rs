@@ -515,22 +515,38 @@ pub trait Store: Send + Sync + 'static {
     /// Notifications whose worker vanished after it started sending become `unknown`: the
     /// message may have left, so it is not sent again.
     async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64>;
-    /// Records that `worker` is about to hand the message to the provider, and renews its
-    /// lease until `lease_until`; false if its claim has lapsed (another worker may have it).
+    /// Records that `worker` is about to hand these messages to the provider, and renews their
+    /// lease until `lease_until`; returns those it may send — not the ones whose claim has
+    /// lapsed (another worker may have them). One transaction for all: on SQLite a commit costs
+    /// far more than a statement, and a rush sends messages by the dozen.
+    async fn start_sends(
+        &self,
+        ids: &[NotificationId],
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<NotificationId>>;
+    /// Records how sends ended, in one transaction. An outcome whose claim has lapsed is
+    /// dropped (and logged): the message is someone else's now.
+    async fn finish_sends(
+        &self,
+        worker: &str,
+        outcomes: &[(NotificationId, SendResult)],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// [`Store::start_sends`] for one message: false if its claim has lapsed.
     async fn start_send(
         &self,
         id: NotificationId,
         worker: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<bool>;
-    async fn finish_send(
-        &self,
-        id: NotificationId,
-        worker: &str,
-        result: &SendResult,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
+    ) -> Result<bool> {
+        Ok(!self
+            .start_sends(&[id], worker, now, lease_until)
+            .await?
+            .is_empty())
+    }
     /// A delivery report: by our id (carried in the callback URL) or the provider's.
     async fn record_delivery(
         &self,
@@ -874,8 +890,13 @@ mod sql {
     pub const DELETE_STALE_CLAIM: &str = "DELETE FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
         AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.id = citizen_claims.appointment_id \
             AND ((a.status = 'held' AND a.hold_expires_at > $4) OR (a.status = 'confirmed' AND a.ends_at > $4)))";
+    /// The claim, unless another one conflicts (the same condition as [`CONFLICTING_CLAIM`]):
+    /// one statement in the usual case, where nobody else holds the identity. Inserting twice
+    /// for the same appointment is a no-op.
     pub const INSERT_CLAIM: &str = "INSERT INTO citizen_claims (category, kind, key, appointment_id, commune_id, \
-        exclusive) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+        exclusive) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM citizen_claims \
+        WHERE category = $1 AND kind = $2 AND key = $3 AND appointment_id <> $4 \
+        AND (commune_id <> $5 OR exclusive OR $6)) ON CONFLICT DO NOTHING";
     /// Another appointment whose claim on the identity conflicts with ours (`$5` our commune,
     /// `$6` whether ours is exclusive).
     pub const CONFLICTING_CLAIM: &str = "SELECT appointment_id FROM citizen_claims \
@@ -898,14 +919,17 @@ mod sql {
         " WHERE appointment_id = $1 ORDER BY created_at, kind, channel"
     );
     /// Claimed rows come back whole. `$1` worker, `$2` now, `$3` lease end, `$4` how many.
+    /// The `status IN` term is what lets SQLite use the partial index `notifications_due`
+    /// (it does not infer it from the two cases): without it every claim scanned the whole
+    /// table, inside the writer's turn. A row left `sending` was due when it was claimed.
     macro_rules! claim_notifications {
         ($lock:literal) => {
             concat!(
                 "UPDATE notifications SET status = 'sending', claimed_by = $1, lease_until = $3, \
                  attempts = attempts + 1, send_started_at = NULL, updated_at = $2 \
                  WHERE id IN (SELECT id FROM notifications \
-                 WHERE (status = 'pending' AND due_at <= $2) \
-                 OR (status = 'sending' AND lease_until < $2 AND send_started_at IS NULL) \
+                 WHERE status IN ('pending', 'sending') AND due_at <= $2 \
+                 AND (status = 'pending' OR (lease_until < $2 AND send_started_at IS NULL)) \
                  ORDER BY due_at LIMIT $4",
                 $lock,
                 ") RETURNING id, commune_id, appointment_id, kind, channel, destination, dedupe_key, subject, \

@@ -476,85 +476,101 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
-            async fn start_send(
+            async fn start_sends(
                 &self,
-                id: NotificationId,
+                ids: &[NotificationId],
                 worker: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
-            ) -> Result<bool> {
-                let _writer = self.writer().await;
-                let done = sqlx::query(sql::START_SEND)
-                    .bind(id)
-                    .bind(worker)
-                    .bind(ts(now))
-                    .bind(ts(lease_until))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                Ok(done.rows_affected() == 1)
+            ) -> Result<Vec<NotificationId>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (_writer, mut tx) = self.write_tx().await?;
+                let mut started = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let done = sqlx::query(sql::START_SEND)
+                        .bind(id)
+                        .bind(worker)
+                        .bind(ts(now))
+                        .bind(ts(lease_until))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    if done.rows_affected() == 1 {
+                        started.push(id);
+                    }
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(started)
             }
 
-            async fn finish_send(
+            async fn finish_sends(
                 &self,
-                id: NotificationId,
                 worker: &str,
-                result: &SendResult,
+                outcomes: &[(NotificationId, SendResult)],
                 now: DateTime<Utc>,
             ) -> Result<()> {
-                let _writer = self.writer().await;
-                let query = match result {
-                    SendResult::Sent {
-                        provider_id,
-                        segments,
-                        cost_micro_eur,
-                        kept_body,
-                    } => sqlx::query(sql::FINISH_SENT)
-                        .bind(id)
-                        .bind(worker)
-                        .bind(provider_id.clone())
-                        .bind(*segments)
-                        .bind(*cost_micro_eur)
-                        .bind(ts(now))
-                        .bind(kept_body.clone()),
-                    SendResult::Retry { due_at, error } => sqlx::query(sql::FINISH_RETRY)
-                        .bind(id)
-                        .bind(worker)
-                        .bind(ts(*due_at))
-                        .bind(error.clone())
-                        .bind(ts(now)),
-                    SendResult::Failed { error } | SendResult::Cancelled { reason: error } => {
-                        let status = if matches!(result, SendResult::Failed { .. }) {
-                            NotificationStatus::Failed
-                        } else {
-                            NotificationStatus::Cancelled
-                        };
-                        sqlx::query(sql::FINISH_OTHER)
+                if outcomes.is_empty() {
+                    return Ok(());
+                }
+                let (_writer, mut tx) = self.write_tx().await?;
+                for (id, result) in outcomes {
+                    let id = *id;
+                    let query = match result {
+                        SendResult::Sent {
+                            provider_id,
+                            segments,
+                            cost_micro_eur,
+                            kept_body,
+                        } => sqlx::query(sql::FINISH_SENT)
                             .bind(id)
                             .bind(worker)
-                            .bind(status.as_str())
-                            .bind(error.clone())
-                            .bind(None::<i32>)
-                            .bind(None::<i64>)
+                            .bind(provider_id.clone())
+                            .bind(*segments)
+                            .bind(*cost_micro_eur)
                             .bind(ts(now))
+                            .bind(kept_body.clone()),
+                        SendResult::Retry { due_at, error } => sqlx::query(sql::FINISH_RETRY)
+                            .bind(id)
+                            .bind(worker)
+                            .bind(ts(*due_at))
+                            .bind(error.clone())
+                            .bind(ts(now)),
+                        SendResult::Failed { error } | SendResult::Cancelled { reason: error } => {
+                            let status = if matches!(result, SendResult::Failed { .. }) {
+                                NotificationStatus::Failed
+                            } else {
+                                NotificationStatus::Cancelled
+                            };
+                            sqlx::query(sql::FINISH_OTHER)
+                                .bind(id)
+                                .bind(worker)
+                                .bind(status.as_str())
+                                .bind(error.clone())
+                                .bind(None::<i32>)
+                                .bind(None::<i64>)
+                                .bind(ts(now))
+                        }
+                        SendResult::Unknown {
+                            error,
+                            segments,
+                            cost_micro_eur,
+                        } => sqlx::query(sql::FINISH_OTHER)
+                            .bind(id)
+                            .bind(worker)
+                            .bind(NotificationStatus::Unknown.as_str())
+                            .bind(error.clone())
+                            .bind(Some(*segments))
+                            .bind(Some(*cost_micro_eur))
+                            .bind(ts(now)),
+                    };
+                    let done = query.execute(&mut *tx).await.map_err(map_err)?;
+                    if done.rows_affected() == 0 {
+                        tracing::warn!(notification = %id, "the claim lapsed before the outcome was recorded");
                     }
-                    SendResult::Unknown {
-                        error,
-                        segments,
-                        cost_micro_eur,
-                    } => sqlx::query(sql::FINISH_OTHER)
-                        .bind(id)
-                        .bind(worker)
-                        .bind(NotificationStatus::Unknown.as_str())
-                        .bind(error.clone())
-                        .bind(Some(*segments))
-                        .bind(Some(*cost_micro_eur))
-                        .bind(ts(now)),
-                };
-                let done = query.execute(&self.pool).await.map_err(map_err)?;
-                if done.rows_affected() == 0 {
-                    tracing::warn!(notification = %id, "the claim lapsed before the outcome was recorded");
                 }
+                tx.commit().await.map_err(map_err)?;
                 Ok(())
             }
 
@@ -1347,21 +1363,7 @@ macro_rules! impl_store_tx {
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
-                let conflicting: Option<AppointmentId> = sqlx::query_scalar(sql::CONFLICTING_CLAIM)
-                    .bind(category)
-                    .bind(kind)
-                    .bind(&claim.key)
-                    .bind(holder.appointment)
-                    .bind(holder.commune)
-                    .bind(holder.exclusive)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                if conflicting.is_some() {
-                    return Ok(conflicting);
-                }
-                // Inserting twice for the same appointment is a no-op.
-                sqlx::query(sql::INSERT_CLAIM)
+                let inserted = sqlx::query(sql::INSERT_CLAIM)
                     .bind(category)
                     .bind(kind)
                     .bind(&claim.key)
@@ -1371,7 +1373,20 @@ macro_rules! impl_store_tx {
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
-                Ok(None)
+                if inserted.rows_affected() == 1 {
+                    return Ok(None);
+                }
+                // Not inserted: another claim conflicts, or this one was already there.
+                sqlx::query_scalar(sql::CONFLICTING_CLAIM)
+                    .bind(category)
+                    .bind(kind)
+                    .bind(&claim.key)
+                    .bind(holder.appointment)
+                    .bind(holder.commune)
+                    .bind(holder.exclusive)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)
             }
 
             async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {

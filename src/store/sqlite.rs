@@ -235,3 +235,36 @@ impl_store_tx!(SqliteTx {
         self.tx.commit().await.map_err(map_err)
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outbox claims inside the writer's turn, several times a second under a rush: it
+    /// must find due messages through `notifications_due`, not by reading every message ever
+    /// sent (SQLite does not infer the partial index's condition from the claim's two cases).
+    #[tokio::test]
+    async fn claims_use_the_due_index() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        use sqlx::Row;
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {CLAIM_NOTIFICATIONS}"
+        )))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("USING INDEX notifications_due")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN notifications")),
+            "{plan:?}"
+        );
+    }
+}

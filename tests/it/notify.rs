@@ -15,7 +15,7 @@ use guichet::domain::{
     NotificationStatus, Status,
 };
 use guichet::notify::templates::{self, Proposal, Subject};
-use guichet::store::{NewNotification, Notification};
+use guichet::store::{NewNotification, Notification, SendResult};
 use mail_parser::MimeHeaders;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -355,6 +355,108 @@ async fn workers_dying_mid_way(db: TestDb) {
     assert_eq!(twilio.sent().len(), 1, "never resent blindly");
 }
 crate::both_backends!(dying_workers, workers_dying_mid_way);
+
+/// A worker starts and records its sends by the batch (one transaction each): only the
+/// messages it still holds are started, and each outcome lands on its own message.
+async fn batched_starts_and_outcomes(db: TestDb) {
+    let w = World::new(db).await;
+    let now = w.engine.now();
+    let messages: Vec<_> = (0..4)
+        .map(|i| message(w.commune, MOBILE, format!("message {i}"), now))
+        .collect();
+    enqueue(&w, &messages).await;
+    let store = w.store();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let lease = now + guichet::notify::outbox::Outbox::LEASE;
+    assert_eq!(
+        store
+            .claim_notifications("a", now, lease, 3)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let claimed_by_a: Vec<Uuid> = {
+        let mut claimed = Vec::new();
+        for id in &ids {
+            if status_of(&w, *id).await.status == NotificationStatus::Sending {
+                claimed.push(*id);
+            }
+        }
+        claimed
+    };
+    let left = *ids.iter().find(|id| !claimed_by_a.contains(id)).unwrap();
+    assert_eq!(
+        store
+            .claim_notifications("b", now, lease, 3)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // "a" asks to start all four: the one "b" holds is not its to send.
+    let started = store.start_sends(&ids, "a", now, lease).await.unwrap();
+    assert_eq!(started.len(), 3);
+    assert!(claimed_by_a.iter().all(|id| started.contains(id)));
+    assert!(!started.contains(&left));
+    assert!(
+        store
+            .start_sends(&[], "a", now, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let later = now + Duration::seconds(30);
+    let outcomes = vec![
+        (
+            claimed_by_a[0],
+            SendResult::Sent {
+                provider_id: Some("SM1".into()),
+                segments: 1,
+                cost_micro_eur: 70_000,
+                kept_body: "message".into(),
+            },
+        ),
+        (
+            claimed_by_a[1],
+            SendResult::Retry {
+                due_at: later,
+                error: "429".into(),
+            },
+        ),
+        (
+            claimed_by_a[2],
+            SendResult::Failed {
+                error: "21211".into(),
+            },
+        ),
+        // Not "a"'s: left as it is.
+        (
+            left,
+            SendResult::Failed {
+                error: "not mine".into(),
+            },
+        ),
+    ];
+    store.finish_sends("a", &outcomes, now).await.unwrap();
+    store.finish_sends("a", &[], now).await.unwrap();
+    let sent = status_of(&w, claimed_by_a[0]).await;
+    assert_eq!(sent.status, NotificationStatus::Sent);
+    assert_eq!(sent.provider_id.as_deref(), Some("SM1"));
+    let retried = status_of(&w, claimed_by_a[1]).await;
+    assert_eq!(retried.status, NotificationStatus::Pending);
+    assert_eq!(retried.message.due_at, later);
+    assert_eq!(
+        status_of(&w, claimed_by_a[2]).await.status,
+        NotificationStatus::Failed
+    );
+    assert_eq!(
+        status_of(&w, left).await.status,
+        NotificationStatus::Sending
+    );
+}
+crate::both_backends!(batched_sends, batched_starts_and_outcomes);
 
 #[tokio::test]
 async fn provider_errors_are_retried_or_left_unknown() {
