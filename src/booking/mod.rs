@@ -1399,10 +1399,9 @@ fn validate_citizen(
 }
 
 /// Runs a computation of a few milliseconds (a day of thousands of slots) without stalling the
-/// other tasks of its runtime thread. Tokio does not preempt: a task that computes keeps every
-/// task queued behind it waiting — among them, under a rush, the one holding SQLite's writer
-/// turn, so that every booking waits too. On a multi-threaded runtime the thread hands its
-/// queue to another before computing; elsewhere (single-threaded tests) it just computes.
+/// other tasks of its runtime thread: tokio does not preempt, so a task that computes keeps
+/// every task queued behind it waiting. On a multi-threaded runtime the thread hands its queue
+/// to another before computing; elsewhere (single-threaded tests) it just computes.
 pub(crate) fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),

@@ -182,8 +182,14 @@ impl Outbox {
         }
         let mut outcomes = Vec::with_capacity(claimed.len());
         let mut to_send = Vec::with_capacity(claimed.len());
-        for n in claimed {
-            match self.hold_back(&n).await? {
+        // A batch of reminders reads each one's appointment: side by side, not in turn.
+        let looked: Vec<_> = futures::stream::iter(claimed)
+            .map(|n| async move { (self.hold_back(&n).await, n) })
+            .buffered(Self::BATCH)
+            .collect()
+            .await;
+        for (held_back, n) in looked {
+            match held_back? {
                 Some(outcome) => outcomes.push((n.message.id, outcome)),
                 None => to_send.push(n),
             }

@@ -890,18 +890,26 @@ mod sql {
     pub const DELETE_STALE_CLAIM: &str = "DELETE FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
         AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.id = citizen_claims.appointment_id \
             AND ((a.status = 'held' AND a.hold_expires_at > $4) OR (a.status = 'confirmed' AND a.ends_at > $4)))";
-    /// The claim, unless another one conflicts (the same condition as [`CONFLICTING_CLAIM`]):
-    /// one statement in the usual case, where nobody else holds the identity. Inserting twice
-    /// for the same appointment is a no-op.
-    pub const INSERT_CLAIM: &str = "INSERT INTO citizen_claims (category, kind, key, appointment_id, commune_id, \
-        exclusive) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM citizen_claims \
-        WHERE category = $1 AND kind = $2 AND key = $3 AND appointment_id <> $4 \
-        AND (commune_id <> $5 OR exclusive OR $6)) ON CONFLICT DO NOTHING";
-    /// Another appointment whose claim on the identity conflicts with ours (`$5` our commune,
-    /// `$6` whether ours is exclusive).
-    pub const CONFLICTING_CLAIM: &str = "SELECT appointment_id FROM citizen_claims \
-        WHERE category = $1 AND kind = $2 AND key = $3 AND appointment_id <> $4 \
-        AND (commune_id <> $5 OR exclusive OR $6) LIMIT 1";
+    /// The claims on an identity that conflict with ours: another appointment's claim in another
+    /// commune, or where either side is exclusive (`$4` our appointment, `$5` our commune, `$6`
+    /// whether ours is exclusive).
+    macro_rules! conflicting_claims {
+        () => {
+            "FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
+             AND appointment_id <> $4 AND (commune_id <> $5 OR exclusive OR $6)"
+        };
+    }
+    /// The claim, unless another one conflicts: one statement in the usual case, where nobody
+    /// else holds the identity. Inserting twice for the same appointment is a no-op.
+    pub const INSERT_CLAIM: &str = concat!(
+        "INSERT INTO citizen_claims (category, kind, key, appointment_id, commune_id, exclusive) \
+         SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 ",
+        conflicting_claims!(),
+        ") ON CONFLICT DO NOTHING"
+    );
+    /// Another appointment whose claim on the identity conflicts with ours.
+    pub const CONFLICTING_CLAIM: &str =
+        concat!("SELECT appointment_id ", conflicting_claims!(), " LIMIT 1");
     pub const RELEASE_CLAIMS: &str = "DELETE FROM citizen_claims WHERE appointment_id = $1";
     pub const TRANSFER_CLAIMS: &str =
         "UPDATE citizen_claims SET appointment_id = $2 WHERE appointment_id = $1";
