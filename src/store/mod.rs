@@ -14,6 +14,7 @@ mod shared;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_direct;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -49,6 +50,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Database(sqlx::Error),
+    /// From SQLite's direct write connection (see `sqlite_direct`).
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
 }
 
 impl StoreError {

@@ -18,8 +18,10 @@ use crate::domain::{
     PlanningId, Service, ServiceId, slots::Occupied,
 };
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction, query, query_as, query_scalar};
+use sqlx::{query as wquery, query_as as wquery_as, query_scalar as wquery_scalar};
 use std::str::FromStr;
 
 #[derive(Debug, Clone)]
@@ -91,7 +93,9 @@ impl PgStore {
     }
 
     /// PostgreSQL takes concurrent writers well: nothing to serialise in the process.
-    async fn writer(&self) {}
+    async fn write_conn(&self) -> Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(map_err)
+    }
 
     async fn write_tx(&self) -> Result<((), Transaction<'static, Postgres>)> {
         Ok(((), self.pool.begin().await.map_err(map_err)?))

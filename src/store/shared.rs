@@ -2,7 +2,10 @@
 //! Each backend module invokes these macros inside its `impl` blocks after defining what
 //! differs: `ts`/`opt_ts` (how an instant is bound), `map_err` (error codes), the locking
 //! statements (`PLANNING_LOCKED`, `APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`), `lock_key`, and
-//! `writer()`, taken by every method that writes (see the SQLite store).
+//! how writes are made: `write_conn()` (a connection to write on, the writer's turn on SQLite)
+//! and `write_tx()` (a write transaction), queried with `wquery`, `wquery_as` and
+//! `wquery_scalar` (sqlx's builders on PostgreSQL; on SQLite the direct write connection's, see
+//! `sqlite_direct`). Reads go through `self.pool` with sqlx's builders.
 //! Names in the bodies resolve where the macro is invoked.
 
 /// `impl Store for $store { <the backend's own methods> <the shared ones> }`; a backend gives
@@ -25,7 +28,7 @@ macro_rules! impl_store {
                 let (_writer, mut tx) = self.write_tx().await?;
                 let hours = serde_json::to_string(&c.switchboard_hours)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let id: i64 = sqlx::query_scalar(sql::INSERT_COMMUNE)
+                let id: i64 = wquery_scalar(sql::INSERT_COMMUNE)
                     .bind(&c.slug)
                     .bind(&c.name)
                     .bind(&c.insee_code)
@@ -45,7 +48,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(map_err)?;
                 for number in &c.phone_numbers {
-                    sqlx::query(sql::INSERT_PHONE_NUMBER)
+                    wquery(sql::INSERT_PHONE_NUMBER)
                         .bind(number)
                         .bind(id)
                         .execute(&mut *tx)
@@ -95,15 +98,15 @@ macro_rules! impl_store {
             }
 
             async fn insert_location(&self, l: &NewLocation) -> Result<LocationId> {
-                let _writer = self.writer().await;
-                sqlx::query_scalar(sql::INSERT_LOCATION)
+                let mut w = self.write_conn().await?;
+                wquery_scalar(sql::INSERT_LOCATION)
                     .bind(l.commune_id)
                     .bind(&l.name)
                     .bind(&l.address)
                     .bind(&l.postcode)
                     .bind(&l.city)
                     .bind(&l.access_notes)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -118,8 +121,8 @@ macro_rules! impl_store {
             }
 
             async fn insert_service(&self, s: &NewService) -> Result<ServiceId> {
-                let _writer = self.writer().await;
-                sqlx::query_scalar(sql::INSERT_SERVICE)
+                let mut w = self.write_conn().await?;
+                wquery_scalar(sql::INSERT_SERVICE)
                     .bind(s.commune_id)
                     .bind(&s.name)
                     .bind(&s.spoken_name)
@@ -132,7 +135,7 @@ macro_rules! impl_store {
                     .bind(s.channels.phone)
                     .bind(s.channels.agent)
                     .bind(&s.what_to_bring)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -156,12 +159,12 @@ macro_rules! impl_store {
             }
 
             async fn insert_planning(&self, p: &NewPlanning) -> Result<PlanningId> {
-                let _writer = self.writer().await;
-                sqlx::query_scalar(sql::INSERT_PLANNING)
+                let mut w = self.write_conn().await?;
+                wquery_scalar(sql::INSERT_PLANNING)
                     .bind(p.commune_id)
                     .bind(&p.name)
                     .bind(p.capacity)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -177,7 +180,7 @@ macro_rules! impl_store {
 
             async fn insert_opening_rule(&self, r: &NewOpeningRule) -> Result<OpeningRuleId> {
                 let (_writer, mut tx) = self.write_tx().await?;
-                let id: i64 = sqlx::query_scalar(sql::INSERT_RULE)
+                let id: i64 = wquery_scalar(sql::INSERT_RULE)
                     .bind(r.planning_id)
                     .bind(r.location_id)
                     .bind(i32::from(r.weekdays.0))
@@ -190,7 +193,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(map_err)?;
                 for service in &r.service_ids {
-                    sqlx::query(sql::INSERT_RULE_SERVICE)
+                    wquery(sql::INSERT_RULE_SERVICE)
                         .bind(id)
                         .bind(service)
                         .execute(&mut *tx)
@@ -211,15 +214,15 @@ macro_rules! impl_store {
             }
 
             async fn insert_closure(&self, c: &NewClosure) -> Result<ClosureId> {
-                let _writer = self.writer().await;
-                sqlx::query_scalar(sql::INSERT_CLOSURE)
+                let mut w = self.write_conn().await?;
+                wquery_scalar(sql::INSERT_CLOSURE)
                     .bind(c.commune_id)
                     .bind(c.planning_id)
                     .bind(c.location_id)
                     .bind(ts(c.starts_at))
                     .bind(ts(c.ends_at))
                     .bind(&c.reason)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -335,15 +338,15 @@ macro_rules! impl_store {
                 twiml: &str,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
-                let _writer = self.writer().await;
-                let done = sqlx::query(sql::START_CALL)
+                let mut w = self.write_conn().await?;
+                let done = wquery(sql::START_CALL)
                     .bind(call_sid)
                     .bind(commune)
                     .bind(caller)
                     .bind(state)
                     .bind(twiml)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -364,12 +367,12 @@ macro_rules! impl_store {
                 seq: i64,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
-                let _writer = self.writer().await;
-                let done = sqlx::query(sql::CLAIM_CALL_STEP)
+                let mut w = self.write_conn().await?;
+                let done = wquery(sql::CLAIM_CALL_STEP)
                     .bind(call_sid)
                     .bind(seq)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -385,8 +388,8 @@ macro_rules! impl_store {
                 spoken_name: Option<&str>,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
-                let _writer = self.writer().await;
-                let done = sqlx::query(sql::ADVANCE_CALL)
+                let mut w = self.write_conn().await?;
+                let done = wquery(sql::ADVANCE_CALL)
                     .bind(call_sid)
                     .bind(seq)
                     .bind(state)
@@ -394,7 +397,7 @@ macro_rules! impl_store {
                     .bind(outcome)
                     .bind(spoken_name)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() == 1)
@@ -406,12 +409,12 @@ macro_rules! impl_store {
                 outcome: &str,
                 now: DateTime<Utc>,
             ) -> Result<Option<CallRecord>> {
-                let _writer = self.writer().await;
-                let row: Option<CallRow> = sqlx::query_as(sql::END_CALL)
+                let mut w = self.write_conn().await?;
+                let row: Option<CallRow> = wquery_as(sql::END_CALL)
                     .bind(call_sid)
                     .bind(outcome)
                     .bind(ts(now))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(row.map(CallRecord::from))
@@ -435,13 +438,13 @@ macro_rules! impl_store {
                 commune: CommuneId,
                 settings: &VoiceSettings,
             ) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::SET_VOICE_SETTINGS)
+                let mut w = self.write_conn().await?;
+                wquery(sql::SET_VOICE_SETTINGS)
                     .bind(commune)
                     .bind(&settings.voice)
                     .bind(&settings.language)
                     .bind(&settings.flow)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -454,23 +457,23 @@ macro_rules! impl_store {
                 lease_until: DateTime<Utc>,
                 limit: i64,
             ) -> Result<Vec<Notification>> {
-                let _writer = self.writer().await;
-                let rows: Vec<NotificationRow> = sqlx::query_as(CLAIM_NOTIFICATIONS)
+                let mut w = self.write_conn().await?;
+                let rows: Vec<NotificationRow> = wquery_as(CLAIM_NOTIFICATIONS)
                     .bind(worker)
                     .bind(ts(now))
                     .bind(ts(lease_until))
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *w)
                     .await
                     .map_err(map_err)?;
                 rows.into_iter().map(Notification::try_from).collect()
             }
 
             async fn abandon_stale_sends(&self, now: DateTime<Utc>) -> Result<u64> {
-                let _writer = self.writer().await;
-                let done = sqlx::query(sql::ABANDON_STALE_SENDS)
+                let mut w = self.write_conn().await?;
+                let done = wquery(sql::ABANDON_STALE_SENDS)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected())
@@ -489,7 +492,7 @@ macro_rules! impl_store {
                 let (_writer, mut tx) = self.write_tx().await?;
                 let mut started = Vec::with_capacity(ids.len());
                 for &id in ids {
-                    let done = sqlx::query(sql::START_SEND)
+                    let done = wquery(sql::START_SEND)
                         .bind(id)
                         .bind(worker)
                         .bind(ts(now))
@@ -523,7 +526,7 @@ macro_rules! impl_store {
                             segments,
                             cost_micro_eur,
                             kept_body,
-                        } => sqlx::query(sql::FINISH_SENT)
+                        } => wquery(sql::FINISH_SENT)
                             .bind(id)
                             .bind(worker)
                             .bind(provider_id.clone())
@@ -531,7 +534,7 @@ macro_rules! impl_store {
                             .bind(*cost_micro_eur)
                             .bind(ts(now))
                             .bind(kept_body.clone()),
-                        SendResult::Retry { due_at, error } => sqlx::query(sql::FINISH_RETRY)
+                        SendResult::Retry { due_at, error } => wquery(sql::FINISH_RETRY)
                             .bind(id)
                             .bind(worker)
                             .bind(ts(*due_at))
@@ -543,7 +546,7 @@ macro_rules! impl_store {
                             } else {
                                 NotificationStatus::Cancelled
                             };
-                            sqlx::query(sql::FINISH_OTHER)
+                            wquery(sql::FINISH_OTHER)
                                 .bind(id)
                                 .bind(worker)
                                 .bind(status.as_str())
@@ -556,7 +559,7 @@ macro_rules! impl_store {
                             error,
                             segments,
                             cost_micro_eur,
-                        } => sqlx::query(sql::FINISH_OTHER)
+                        } => wquery(sql::FINISH_OTHER)
                             .bind(id)
                             .bind(worker)
                             .bind(NotificationStatus::Unknown.as_str())
@@ -582,19 +585,19 @@ macro_rules! impl_store {
                 error: Option<&str>,
                 now: DateTime<Utc>,
             ) -> Result<bool> {
-                let _writer = self.writer().await;
+                let mut w = self.write_conn().await?;
                 let statement = if id.is_some() {
                     sql::RECORD_DELIVERY_BY_ID
                 } else {
                     sql::RECORD_DELIVERY_BY_PROVIDER_ID
                 };
-                let done = sqlx::query(statement)
+                let done = wquery(statement)
                     .bind(id)
                     .bind(provider_id)
                     .bind(delivery_status)
                     .bind(error)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(done.rows_affected() > 0)
@@ -625,8 +628,8 @@ macro_rules! impl_store {
                 cost_micro_eur: i64,
                 now: DateTime<Utc>,
             ) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::INSERT_SENT_MESSAGE)
+                let mut w = self.write_conn().await?;
+                wquery(sql::INSERT_SENT_MESSAGE)
                     .bind(m.id)
                     .bind(m.commune_id)
                     .bind(m.appointment_id)
@@ -642,7 +645,7 @@ macro_rules! impl_store {
                     .bind(segments)
                     .bind(cost_micro_eur)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -664,16 +667,16 @@ macro_rules! impl_store {
             }
 
             async fn shared_secret(&self, name: &str, fresh: &str) -> Result<String> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::INSERT_SETTING)
+                let mut w = self.write_conn().await?;
+                wquery(sql::INSERT_SETTING)
                     .bind(name)
                     .bind(fresh)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
-                sqlx::query_scalar(sql::SETTING)
+                wquery_scalar(sql::SETTING)
                     .bind(name)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -693,30 +696,30 @@ macro_rules! impl_store {
                 request_hash: &str,
                 now: DateTime<Utc>,
             ) -> Result<IdempotencyState> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::DELETE_OLD_KEYS)
+                let mut w = self.write_conn().await?;
+                wquery(sql::DELETE_OLD_KEYS)
                     .bind(ts(now - chrono::Duration::hours(24)))
                     .bind(scope)
                     .bind(key)
                     .bind(ts(now - chrono::Duration::minutes(1)))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
-                let inserted = sqlx::query(sql::INSERT_KEY)
+                let inserted = wquery(sql::INSERT_KEY)
                     .bind(scope)
                     .bind(key)
                     .bind(request_hash)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 if inserted.rows_affected() == 1 {
                     return Ok(IdempotencyState::Started);
                 }
-                let row: Option<(String, Option<i32>, Option<String>)> = sqlx::query_as(sql::KEY)
+                let row: Option<(String, Option<i32>, Option<String>)> = wquery_as(sql::KEY)
                     .bind(scope)
                     .bind(key)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(match row {
@@ -738,39 +741,39 @@ macro_rules! impl_store {
                 status: u16,
                 body: &str,
             ) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::FINISH_KEY)
+                let mut w = self.write_conn().await?;
+                wquery(sql::FINISH_KEY)
                     .bind(scope)
                     .bind(key)
                     .bind(i32::from(status))
                     .bind(body)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
             }
 
             async fn forget_idempotent(&self, scope: &str, key: &str) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::FORGET_KEY)
+                let mut w = self.write_conn().await?;
+                wquery(sql::FORGET_KEY)
                     .bind(scope)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
             }
 
             async fn insert_agent(&self, a: &NewAgent, now: DateTime<Utc>) -> Result<AgentId> {
-                let _writer = self.writer().await;
-                sqlx::query_scalar(sql::INSERT_AGENT)
+                let mut w = self.write_conn().await?;
+                wquery_scalar(sql::INSERT_AGENT)
                     .bind(&a.email)
                     .bind(&a.name)
                     .bind(&a.password_hash)
                     .bind(a.role.as_str())
                     .bind(a.commune_id)
                     .bind(ts(now))
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *w)
                     .await
                     .map_err(map_err)
             }
@@ -804,14 +807,14 @@ macro_rules! impl_store {
 
             async fn set_agent_active(&self, id: AgentId, active: bool) -> Result<()> {
                 let (_writer, mut tx) = self.write_tx().await?;
-                sqlx::query(sql::SET_AGENT_ACTIVE)
+                wquery(sql::SET_AGENT_ACTIVE)
                     .bind(id)
                     .bind(active)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
                 if !active {
-                    sqlx::query(sql::DELETE_AGENT_SESSIONS)
+                    wquery(sql::DELETE_AGENT_SESSIONS)
                         .bind(id)
                         .execute(&mut *tx)
                         .await
@@ -827,13 +830,13 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::INSERT_SESSION)
+                let mut w = self.write_conn().await?;
+                wquery(sql::INSERT_SESSION)
                     .bind(token_hash)
                     .bind(agent)
                     .bind(ts(now))
                     .bind(ts(expires_at))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -850,10 +853,10 @@ macro_rules! impl_store {
             }
 
             async fn delete_session(&self, token_hash: &str) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::DELETE_SESSION)
+                let mut w = self.write_conn().await?;
+                wquery(sql::DELETE_SESSION)
                     .bind(token_hash)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -867,18 +870,18 @@ macro_rules! impl_store {
             ) -> Result<i64> {
                 let (_writer, mut tx) = self.write_tx().await?;
                 lock_key(&mut tx, key).await?;
-                sqlx::query(sql::FORGET_OLD_FAILURES)
+                wquery(sql::FORGET_OLD_FAILURES)
                     .bind(ts(since))
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query(sql::INSERT_FAILURE)
+                wquery(sql::INSERT_FAILURE)
                     .bind(key)
                     .bind(ts(now))
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                let count: i64 = sqlx::query_scalar(sql::COUNT_FAILURES)
+                let count: i64 = wquery_scalar(sql::COUNT_FAILURES)
                     .bind(key)
                     .bind(ts(since))
                     .fetch_one(&mut *tx)
@@ -898,25 +901,25 @@ macro_rules! impl_store {
             }
 
             async fn clear_signin_failures(&self, key: &str) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::CLEAR_FAILURES)
+                let mut w = self.write_conn().await?;
+                wquery(sql::CLEAR_FAILURES)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
             }
 
             async fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::INSERT_AUDIT)
+                let mut w = self.write_conn().await?;
+                wquery(sql::INSERT_AUDIT)
                     .bind(e.commune_id)
                     .bind(e.agent_id)
                     .bind(&e.agent_email)
                     .bind(ts(e.at))
                     .bind(&e.action)
                     .bind(&e.detail)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -980,10 +983,10 @@ macro_rules! impl_store {
             }
 
             async fn update_commune_settings(&self, id: CommuneId, c: &CommuneSettings) -> Result<()> {
-                let _writer = self.writer().await;
+                let mut w = self.write_conn().await?;
                 let hours = serde_json::to_string(&c.switchboard_hours)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                sqlx::query(sql::UPDATE_COMMUNE_SETTINGS)
+                wquery(sql::UPDATE_COMMUNE_SETTINGS)
                     .bind(id)
                     .bind(&c.switchboard_number)
                     .bind(hours)
@@ -991,7 +994,7 @@ macro_rules! impl_store {
                     .bind(i32::from(c.quiet_start.0))
                     .bind(i32::from(c.quiet_end.0))
                     .bind(&c.sms_sender)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -1003,7 +1006,7 @@ macro_rules! impl_store {
                 c: &CommunePlatformSettings,
             ) -> Result<()> {
                 let (_writer, mut tx) = self.write_tx().await?;
-                sqlx::query(sql::UPDATE_COMMUNE_PLATFORM)
+                wquery(sql::UPDATE_COMMUNE_PLATFORM)
                     .bind(id)
                     .bind(&c.name)
                     .bind(c.population)
@@ -1011,13 +1014,13 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query(sql::DELETE_PHONE_NUMBERS)
+                wquery(sql::DELETE_PHONE_NUMBERS)
                     .bind(id)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
                 for number in &c.phone_numbers {
-                    sqlx::query(sql::INSERT_PHONE_NUMBER)
+                    wquery(sql::INSERT_PHONE_NUMBER)
                         .bind(number)
                         .bind(id)
                         .execute(&mut *tx)
@@ -1028,8 +1031,8 @@ macro_rules! impl_store {
             }
 
             async fn update_location(&self, l: &Location) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::UPDATE_LOCATION)
+                let mut w = self.write_conn().await?;
+                wquery(sql::UPDATE_LOCATION)
                     .bind(l.id)
                     .bind(&l.name)
                     .bind(&l.address)
@@ -1037,15 +1040,15 @@ macro_rules! impl_store {
                     .bind(&l.city)
                     .bind(&l.access_notes)
                     .bind(l.active)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
             }
 
             async fn update_service(&self, s: &Service) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::UPDATE_SERVICE)
+                let mut w = self.write_conn().await?;
+                wquery(sql::UPDATE_SERVICE)
                     .bind(s.id)
                     .bind(&s.name)
                     .bind(&s.spoken_name)
@@ -1059,20 +1062,20 @@ macro_rules! impl_store {
                     .bind(s.channels.agent)
                     .bind(&s.what_to_bring)
                     .bind(s.active)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
             }
 
             async fn update_planning(&self, p: &Planning) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::UPDATE_PLANNING)
+                let mut w = self.write_conn().await?;
+                wquery(sql::UPDATE_PLANNING)
                     .bind(p.id)
                     .bind(&p.name)
                     .bind(p.capacity)
                     .bind(p.active)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -1080,7 +1083,7 @@ macro_rules! impl_store {
 
             async fn update_opening_rule(&self, id: OpeningRuleId, r: &NewOpeningRule) -> Result<()> {
                 let (_writer, mut tx) = self.write_tx().await?;
-                sqlx::query(sql::UPDATE_RULE)
+                wquery(sql::UPDATE_RULE)
                     .bind(id)
                     .bind(r.planning_id)
                     .bind(r.location_id)
@@ -1093,13 +1096,13 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query(sql::DELETE_RULE_SERVICES)
+                wquery(sql::DELETE_RULE_SERVICES)
                     .bind(id)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
                 for service in &r.service_ids {
-                    sqlx::query(sql::INSERT_RULE_SERVICE)
+                    wquery(sql::INSERT_RULE_SERVICE)
                         .bind(id)
                         .bind(service)
                         .execute(&mut *tx)
@@ -1111,12 +1114,12 @@ macro_rules! impl_store {
 
             async fn delete_opening_rule(&self, id: OpeningRuleId) -> Result<()> {
                 let (_writer, mut tx) = self.write_tx().await?;
-                sqlx::query(sql::DELETE_RULE_SERVICES)
+                wquery(sql::DELETE_RULE_SERVICES)
                     .bind(id)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query(sql::DELETE_RULE)
+                wquery(sql::DELETE_RULE)
                     .bind(id)
                     .execute(&mut *tx)
                     .await
@@ -1125,10 +1128,10 @@ macro_rules! impl_store {
             }
 
             async fn delete_closure(&self, id: ClosureId) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::DELETE_CLOSURE)
+                let mut w = self.write_conn().await?;
+                wquery(sql::DELETE_CLOSURE)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -1151,18 +1154,18 @@ macro_rules! impl_store {
                 due_at: Option<DateTime<Utc>>,
                 now: DateTime<Utc>,
             ) -> Result<()> {
-                let _writer = self.writer().await;
+                let mut w = self.write_conn().await?;
                 match due_at {
-                    Some(due) => sqlx::query(sql::RESCHEDULE)
+                    Some(due) => wquery(sql::RESCHEDULE)
                         .bind(id)
                         .bind(ts(due))
                         .bind(ts(now))
-                        .execute(&self.pool)
+                        .execute(&mut *w)
                         .await,
-                    None => sqlx::query(sql::CANCEL_NOTIFICATION)
+                    None => wquery(sql::CANCEL_NOTIFICATION)
                         .bind(id)
                         .bind(ts(now))
-                        .execute(&self.pool)
+                        .execute(&mut *w)
                         .await,
                 }
                 .map_err(map_err)?;
@@ -1170,11 +1173,11 @@ macro_rules! impl_store {
             }
 
             async fn add_sms_opt_out(&self, phone: &str, now: DateTime<Utc>) -> Result<()> {
-                let _writer = self.writer().await;
-                sqlx::query(sql::INSERT_OPT_OUT)
+                let mut w = self.write_conn().await?;
+                wquery(sql::INSERT_OPT_OUT)
                     .bind(phone)
                     .bind(ts(now))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -1196,14 +1199,14 @@ macro_rules! impl_store {
                 action: SmsAction,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
-                let _writer = self.writer().await;
+                let mut w = self.write_conn().await?;
                 let action = action.as_str();
-                sqlx::query(sql::PUT_CONVERSATION)
+                wquery(sql::PUT_CONVERSATION)
                     .bind(phone)
                     .bind(appointment)
                     .bind(action)
                     .bind(ts(expires_at))
-                    .execute(&self.pool)
+                    .execute(&mut *w)
                     .await
                     .map_err(map_err)?;
                 Ok(())
@@ -1214,11 +1217,11 @@ macro_rules! impl_store {
                 phone: &str,
                 now: DateTime<Utc>,
             ) -> Result<Option<(AppointmentId, SmsAction)>> {
-                let _writer = self.writer().await;
+                let mut w = self.write_conn().await?;
                 let row: Option<(AppointmentId, String, DateTime<Utc>)> =
-                    sqlx::query_as(sql::TAKE_CONVERSATION)
+                    wquery_as(sql::TAKE_CONVERSATION)
                         .bind(phone)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *w)
                         .await
                         .map_err(map_err)?;
                 Ok(row.and_then(|(appointment, action, expires_at)| {
@@ -1233,14 +1236,16 @@ macro_rules! impl_store {
     };
 }
 
-/// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`.
+/// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`, and the query builders
+/// `query`, `query_as` and `query_scalar` with sqlx's shape (PostgreSQL: sqlx's own; SQLite: the
+/// direct write connection's, see `sqlite_direct`).
 macro_rules! impl_store_tx {
     ($tx:ty { $($own:tt)* }) => {
         #[async_trait::async_trait]
         impl StoreTx for $tx {
         $($own)*
             async fn lock_planning(&mut self, id: PlanningId) -> Result<Option<Planning>> {
-                let row: Option<PlanningRow> = sqlx::query_as(PLANNING_LOCKED)
+                let row: Option<PlanningRow> = query_as(PLANNING_LOCKED)
                     .bind(id)
                     .fetch_optional(&mut *self.tx)
                     .await
@@ -1253,7 +1258,7 @@ macro_rules! impl_store_tx {
                 planning: PlanningId,
                 now: DateTime<Utc>,
             ) -> Result<u64> {
-                let done = sqlx::query(sql::RELEASE_EXPIRED)
+                let done = query(sql::RELEASE_EXPIRED)
                     .bind(planning)
                     .bind(ts(now))
                     .execute(&mut *self.tx)
@@ -1268,7 +1273,7 @@ macro_rules! impl_store_tx {
                 start: DateTime<Utc>,
                 end: DateTime<Utc>,
             ) -> Result<Vec<i32>> {
-                sqlx::query_scalar(sql::BUSY_SEATS)
+                query_scalar(sql::BUSY_SEATS)
                     .bind(planning)
                     .bind(ts(start))
                     .bind(ts(end))
@@ -1278,7 +1283,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn appointment(&mut self, id: AppointmentId) -> Result<Option<Appointment>> {
-                let row: Option<AppointmentRow> = sqlx::query_as(APPOINTMENT_LOCKED)
+                let row: Option<AppointmentRow> = query_as(APPOINTMENT_LOCKED)
                     .bind(id)
                     .fetch_optional(&mut *self.tx)
                     .await
@@ -1287,7 +1292,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn insert_appointment(&mut self, a: &Appointment) -> Result<()> {
-                sqlx::query(sql::INSERT_APPOINTMENT)
+                query(sql::INSERT_APPOINTMENT)
                     .bind(a.id)
                     .bind(a.commune_id)
                     .bind(a.planning_id)
@@ -1319,7 +1324,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn update_appointment(&mut self, a: &Appointment) -> Result<()> {
-                sqlx::query(sql::UPDATE_APPOINTMENT)
+                query(sql::UPDATE_APPOINTMENT)
                     .bind(a.id)
                     .bind(a.planning_id)
                     .bind(a.location_id)
@@ -1355,7 +1360,7 @@ macro_rules! impl_store_tx {
                 // Claims on one identity are decided one transaction at a time (the schema is the
                 // backstop).
                 lock_key(&mut self.tx, &format!("claim:{category}:{kind}:{}", claim.key)).await?;
-                sqlx::query(sql::DELETE_STALE_CLAIM)
+                query(sql::DELETE_STALE_CLAIM)
                     .bind(category)
                     .bind(kind)
                     .bind(&claim.key)
@@ -1363,7 +1368,7 @@ macro_rules! impl_store_tx {
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
-                let inserted = sqlx::query(sql::INSERT_CLAIM)
+                let inserted = query(sql::INSERT_CLAIM)
                     .bind(category)
                     .bind(kind)
                     .bind(&claim.key)
@@ -1377,7 +1382,7 @@ macro_rules! impl_store_tx {
                     return Ok(None);
                 }
                 // Not inserted: another claim conflicts, or this one was already there.
-                sqlx::query_scalar(sql::CONFLICTING_CLAIM)
+                query_scalar(sql::CONFLICTING_CLAIM)
                     .bind(category)
                     .bind(kind)
                     .bind(&claim.key)
@@ -1390,7 +1395,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {
-                sqlx::query(sql::RELEASE_CLAIMS)
+                query(sql::RELEASE_CLAIMS)
                     .bind(appointment)
                     .execute(&mut *self.tx)
                     .await
@@ -1399,7 +1404,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn transfer_claims(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()> {
-                sqlx::query(sql::TRANSFER_CLAIMS)
+                query(sql::TRANSFER_CLAIMS)
                     .bind(from)
                     .bind(to)
                     .execute(&mut *self.tx)
@@ -1409,7 +1414,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn enqueue(&mut self, n: &NewNotification, now: DateTime<Utc>) -> Result<bool> {
-                let done = sqlx::query(sql::INSERT_NOTIFICATION)
+                let done = query(sql::INSERT_NOTIFICATION)
                     .bind(n.id)
                     .bind(n.commune_id)
                     .bind(n.appointment_id)
@@ -1437,7 +1442,7 @@ macro_rules! impl_store_tx {
             ) -> Result<u64> {
                 let mut cancelled = 0;
                 for kind in kinds {
-                    cancelled += sqlx::query(sql::CANCEL_PENDING)
+                    cancelled += query(sql::CANCEL_PENDING)
                         .bind(appointment)
                         .bind(kind.as_str())
                         .bind(ts(now))
@@ -1460,7 +1465,7 @@ macro_rules! impl_store_tx {
                 recent: DateTime<Utc>,
                 day: DateTime<Utc>,
             ) -> Result<(i64, i64)> {
-                sqlx::query_as(sql::COUNT_SENT_TO)
+                query_as(sql::COUNT_SENT_TO)
                     .bind(destination)
                     .bind(kind.as_str())
                     .bind(ts(recent))
@@ -1480,7 +1485,7 @@ macro_rules! impl_store_tx {
                     return Ok(false);
                 }
                 let day = day.format("%Y-%m-%d").to_string();
-                let taken = sqlx::query(sql::TAKE_SMS_BUDGET)
+                let taken = query(sql::TAKE_SMS_BUDGET)
                     .bind(commune)
                     .bind(&day)
                     .bind(budget)
@@ -1492,7 +1497,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn put_otp(&mut self, o: &OtpRecord) -> Result<()> {
-                sqlx::query(sql::PUT_OTP)
+                query(sql::PUT_OTP)
                     .bind(o.appointment_id)
                     .bind(&o.destination)
                     .bind(&o.code_hash)
@@ -1507,7 +1512,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>> {
-                let row: Option<OtpRow> = sqlx::query_as(sql::OTP)
+                let row: Option<OtpRow> = query_as(sql::OTP)
                     .bind(appointment)
                     .fetch_optional(&mut *self.tx)
                     .await
@@ -1521,7 +1526,7 @@ macro_rules! impl_store_tx {
                 appointment: AppointmentId,
                 now: DateTime<Utc>,
             ) -> Result<()> {
-                sqlx::query(sql::INSERT_TOKEN)
+                query(sql::INSERT_TOKEN)
                     .bind(token_hash)
                     .bind(appointment)
                     .bind(ts(now))
@@ -1532,7 +1537,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn move_manage_tokens(&mut self, from: AppointmentId, to: AppointmentId) -> Result<()> {
-                sqlx::query(sql::MOVE_TOKENS)
+                query(sql::MOVE_TOKENS)
                     .bind(from)
                     .bind(to)
                     .execute(&mut *self.tx)
@@ -1548,7 +1553,7 @@ macro_rules! impl_store_tx {
                 action: SmsAction,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
-                sqlx::query(sql::PUT_CONVERSATION)
+                query(sql::PUT_CONVERSATION)
                     .bind(phone)
                     .bind(appointment)
                     .bind(action.as_str())

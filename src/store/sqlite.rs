@@ -2,8 +2,13 @@
 //! foreign keys on, and `BEGIN IMMEDIATE` for every write transaction — a deferred transaction
 //! that upgrades to a write can fail at once with `SQLITE_BUSY`, whatever the timeout. Instants
 //! are stored as Unix seconds.
+//!
+//! Reads go through sqlx's pool. The booking engine's transactions ([`Store::begin`]) run on a
+//! write connection of their own, on the calling thread (see `sqlite_direct` for why).
 
 use super::rows::*;
+use super::sqlite_direct::{self, WriteTx, from_row};
+use super::sqlite_direct::{query as wquery, query_as as wquery_as, query_scalar as wquery_scalar};
 use super::{
     Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
     CommuneSettings, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure, NewCommune, NewLocation,
@@ -16,8 +21,8 @@ use crate::domain::{
     PlanningId, Service, ServiceId, slots::Occupied,
 };
 use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -25,14 +30,14 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// One writer at a time in this process. SQLite allows one anyway; waiting here is a
-    /// queue, while waiting in SQLite's busy handler is sleeping in steps of up to 100 ms —
-    /// latency spikes under a rush. (Other processes on the same file still meet the busy
-    /// timeout.)
-    writer: Arc<Mutex<()>>,
+    /// One writer at a time in this process, and the direct write connection. SQLite allows
+    /// one writer anyway; waiting here is a queue, while waiting in SQLite's busy handler is
+    /// sleeping in steps of up to 100 ms — latency spikes under a rush. (Other processes on the
+    /// same file still meet the busy timeout.) Writes through the pool take the turn too.
+    writer: Arc<Mutex<rusqlite::Connection>>,
 }
 
-pub type WriteGuard = OwnedMutexGuard<()>;
+pub type WriteGuard = OwnedMutexGuard<rusqlite::Connection>;
 
 /// Instants as SQLite stores them.
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -50,38 +55,90 @@ const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT;
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS;
 
 /// Serialising on a key needs nothing more than BEGIN IMMEDIATE.
-async fn lock_key(_tx: &mut Transaction<'static, Sqlite>, _key: &str) -> Result<()> {
+async fn lock_key(_tx: &mut WriteTx, _key: &str) -> Result<()> {
     Ok(())
+}
+
+// Rows the direct write connection reads, by column name as sqlx's `FromRow`.
+from_row! {
+    PlanningRow { id, commune_id, name, capacity, active }
+    AppointmentRow {
+        id, commune_id, planning_id, location_id, service_id, starts_at, ends_at, seat,
+        persons, citizen_name, phone, email, ants_ids, channel, status, hold_expires_at,
+        replaces_id, cancel_reason, version, created_at, updated_at, confirmed_at,
+        cancelled_at,
+    }
+    OtpRow { appointment_id, destination, code_hash, expires_at, attempts_left, used_at, created_at }
+    CallRow {
+        call_sid, commune_id, caller, seq, answered, state, last_twiml, outcome, spoken_name,
+        started_at, ended_at,
+    }
+    NotificationRow {
+        id, commune_id, appointment_id, kind, channel, destination, dedupe_key, subject, body,
+        html, ics, due_at, status, attempts, provider_id, delivery_status, segments,
+        cost_micro_eur, last_error, created_at, sent_at,
+    }
 }
 
 /// Maps SQLite's errors to the store's: busy and locked are transient; a unique violation is
 /// named `{table}_{columns}_key` (PostgreSQL's default name, which the PostgreSQL schema also
 /// uses for primary keys that callers care about); our triggers and named CHECKs by their name.
-fn map_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        let code = db.code().unwrap_or_default();
-        let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
-        // SQLITE_BUSY = 5, SQLITE_LOCKED = 6.
-        if primary == 5 || primary == 6 {
-            return StoreError::Transient(e.to_string());
+fn map_err(e: impl SqliteError) -> StoreError {
+    e.into_store_error()
+}
+
+/// Errors from sqlx's pool (reads, migrations) and from the direct write connection.
+trait SqliteError {
+    fn into_store_error(self) -> StoreError;
+}
+
+impl SqliteError for sqlx::Error {
+    fn into_store_error(self) -> StoreError {
+        if let sqlx::Error::Database(db) = &self {
+            let code = db.code().unwrap_or_default().parse::<i32>().unwrap_or(0);
+            if let Some(mapped) = classify(code, db.message(), || self.to_string()) {
+                return mapped;
+            }
         }
-        let message = db.message();
-        // Unique indexes and primary keys alike ("PRIMARY KEY" for rowid tables).
-        if let Some(cols) = message
-            .strip_prefix("UNIQUE constraint failed: ")
-            .or_else(|| message.strip_prefix("PRIMARY KEY constraint failed: "))
-        {
-            return StoreError::Constraint(unique_name(cols));
-        }
-        if let Some(name) = message.strip_prefix("CHECK constraint failed: ") {
-            return StoreError::Constraint(name.trim().to_owned());
-        }
-        // RAISE(ABORT, 'name') in our triggers: the message is the constraint's name.
-        if code == "1811" || !message.contains(' ') {
-            return StoreError::Constraint(message.to_owned());
-        }
+        StoreError::Database(self)
     }
-    StoreError::Database(e)
+}
+
+impl SqliteError for rusqlite::Error {
+    fn into_store_error(self) -> StoreError {
+        if let rusqlite::Error::SqliteFailure(failure, message) = &self {
+            let message = message.as_deref().unwrap_or_default();
+            if let Some(mapped) = classify(failure.extended_code, message, || self.to_string()) {
+                return mapped;
+            }
+        }
+        StoreError::Sqlite(self)
+    }
+}
+
+/// `code` is SQLite's extended result code.
+fn classify(code: i32, message: &str, describe: impl Fn() -> String) -> Option<StoreError> {
+    // SQLITE_BUSY = 5, SQLITE_LOCKED = 6.
+    let primary = code & 0xff;
+    if primary == 5 || primary == 6 {
+        return Some(StoreError::Transient(describe()));
+    }
+    // Unique indexes and primary keys alike ("PRIMARY KEY" for rowid tables).
+    if let Some(cols) = message
+        .strip_prefix("UNIQUE constraint failed: ")
+        .or_else(|| message.strip_prefix("PRIMARY KEY constraint failed: "))
+    {
+        return Some(StoreError::Constraint(unique_name(cols)));
+    }
+    if let Some(name) = message.strip_prefix("CHECK constraint failed: ") {
+        return Some(StoreError::Constraint(name.trim().to_owned()));
+    }
+    // RAISE(ABORT, 'name') in our triggers (SQLITE_CONSTRAINT_TRIGGER): the message is the
+    // constraint's name.
+    if code == 1811 || (!message.is_empty() && !message.contains(' ')) {
+        return Some(StoreError::Constraint(message.to_owned()));
+    }
+    None
 }
 
 /// `communes.slug` → `communes_slug_key`.
@@ -153,14 +210,17 @@ impl SqliteStore {
             // than they gain (the load tool: 220 → 240 bookings/s with 6).
             pool = pool.max_connections(6);
         }
+        let filename = options.get_filename().to_string_lossy().into_owned();
         let pool = pool
             .acquire_timeout(LOCK_WAIT * 3)
             .connect_with(options)
             .await
             .map_err(map_err)?;
+        // After the pool: the file exists, in WAL mode.
+        let direct = sqlite_direct::open(&filename, in_memory, LOCK_WAIT).map_err(map_err)?;
         Ok(Self {
             pool,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(direct)),
         })
     }
 
@@ -168,19 +228,18 @@ impl SqliteStore {
         &self.pool
     }
 
-    async fn writer(&self) -> WriteGuard {
-        self.writer.clone().lock_owned().await
+    /// The writer's turn, with the direct write connection (autocommit).
+    async fn write_conn(&self) -> Result<WriteGuard> {
+        Ok(self.writer.clone().lock_owned().await)
     }
 
-    /// The guard is returned with the transaction: keep both until commit.
-    async fn write_tx(&self) -> Result<(WriteGuard, Transaction<'static, Sqlite>)> {
-        let guard = self.writer().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        Ok((guard, tx))
+    /// A write transaction on the direct write connection; it holds the writer's turn until it
+    /// ends. `BEGIN IMMEDIATE` waits here, on this thread, only if another process holds the
+    /// file's write lock (this process's writers queue on the mutex). (The unit is PostgreSQL's
+    /// separate guard.)
+    async fn write_tx(&self) -> Result<((), WriteTx)> {
+        let tx = WriteTx::begin(self.write_conn().await?).map_err(map_err)?;
+        Ok(((), tx))
     }
 }
 
@@ -195,8 +254,8 @@ impl_store!(SqliteStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn StoreTx>> {
-        let (guard, tx) = self.write_tx().await?;
-        Ok(Box::new(SqliteTx { tx, _writer: guard }))
+        let ((), tx) = self.write_tx().await?;
+        Ok(Box::new(direct::SqliteTx { tx }))
     }
 
     async fn occupancy(
@@ -224,17 +283,22 @@ impl_store!(SqliteStore {
     }
 });
 
-pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
-    /// Released after the transaction ends (fields drop in order).
-    _writer: WriteGuard,
-}
+/// The booking engine's transactions, on the direct write connection: the shared SQL of
+/// `impl_store_tx!` with `sqlite_direct`'s query builders.
+mod direct {
+    use super::super::sqlite_direct::{query, query_as, query_scalar};
+    use super::*;
 
-impl_store_tx!(SqliteTx {
-    async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await.map_err(map_err)
+    pub struct SqliteTx {
+        pub(super) tx: WriteTx,
     }
-});
+
+    impl_store_tx!(SqliteTx {
+        async fn commit(self: Box<Self>) -> Result<()> {
+            self.tx.commit().await.map_err(map_err)
+        }
+    });
+}
 
 #[cfg(test)]
 mod tests {
