@@ -111,12 +111,14 @@ impl Engine {
         touch(&mut appointment, now);
         tx.update_appointment(&appointment).await?;
         let exclusive = !details.commune.allow_multiple_per_category;
+        let mut freed = false;
         if let Some(holder) = claim_identities(
             tx.as_mut(),
             &appointment,
             details.service.category,
             exclusive,
             now,
+            &mut freed,
         )
         .await?
         {
@@ -134,6 +136,9 @@ impl Engine {
             )
             .await?;
         tx.commit().await?;
+        if freed {
+            self.seat_released(appointment.commune_id);
+        }
         self.wake.notify_one();
         Ok((appointment, destination))
     }
@@ -161,6 +166,7 @@ impl Engine {
         tx.update_appointment(&appointment).await?;
         tx.release_claims(id).await?;
         tx.commit().await?;
+        self.seat_released(appointment.commune_id);
         tracing::info!(appointment = %id, "hold released");
         Ok(())
     }

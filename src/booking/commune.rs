@@ -283,6 +283,10 @@ impl Engine {
             )
             .await?;
         tx.commit().await?;
+        self.seat_released(old.commune_id);
+        if let Some((offer, _)) = &proposal {
+            self.seat_taken(offer);
+        }
         self.wake.notify_one();
         tracing::info!(appointment = %id, proposal = proposal.is_some(), "appointment cancelled by the commune");
         Ok(CommuneCancellation {

@@ -19,13 +19,15 @@
 mod citizen;
 mod commune;
 mod error;
+mod occupancy;
 
 pub use commune::{CommuneCancellation, Told, as_new};
 
 pub use error::BookingError;
+pub use occupancy::OCCUPANCY_TTL;
 
 use crate::domain::otp::{self, OtpCode};
-use crate::domain::slots::{FreeSlot, Occupancy, SlotFilter, SlotSearch, choose_seat};
+use crate::domain::slots::{FreeSlot, Occupancy, Occupied, SlotFilter, SlotSearch, choose_seat};
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Category, Channel, Citizen, Clock, Closure,
     Commune, CommuneId, Location, LocationId, OpeningRule, Planning, PlanningId, Service,
@@ -122,6 +124,8 @@ pub struct Engine {
     /// Wakes the outbox worker when a change wrote messages due now.
     wake: Arc<Notify>,
     configs: Arc<Mutex<ConfigCache>>,
+    /// What slot listings read, shared between them for a moment (see `occupancy`).
+    listings: Arc<occupancy::OccupancyCache>,
     /// Slugs never change: each one's commune id, once found.
     slugs: Arc<Mutex<HashMap<String, CommuneId>>>,
 }
@@ -174,6 +178,7 @@ impl Engine {
             otp_key: Arc::from(key.as_slice()),
             wake: Arc::new(Notify::new()),
             configs: Arc::default(),
+            listings: Arc::default(),
             slugs: Arc::default(),
         }
     }
@@ -432,8 +437,7 @@ impl Engine {
                 .map_or(to, |d| d.min(to));
             let (span_start, span_end) = utc_span(window_start, window_end);
             let taken = self
-                .store
-                .occupancy(ctx.commune.id, span_start, span_end, now)
+                .listing_occupancy((ctx.commune.id, span_start, span_end), now)
                 .await?;
             let window_filter = SlotFilter {
                 from: window_start,
@@ -442,8 +446,7 @@ impl Engine {
                 ..filter
             };
             found.extend(cpu_bound(|| {
-                ctx.search(now)
-                    .free_slots(&window_filter, &Occupancy::new(taken))
+                ctx.search(now).free_slots(&window_filter, &taken)
             }));
             if filter.limit.is_some_and(|l| found.len() >= l) {
                 break;
@@ -455,6 +458,50 @@ impl Engine {
             window_days = (window_days * 2).min(100_000);
         }
         Ok(found)
+    }
+
+    /// The seats taken over a listing's span: shared with the listings of the last moment,
+    /// this instance's own changes included (see `occupancy`).
+    async fn listing_occupancy(
+        &self,
+        span: occupancy::Span,
+        now: DateTime<Utc>,
+    ) -> Result<Occupancy> {
+        let ticket = match self.listings.lookup(span, now) {
+            occupancy::Lookup::Use(taken) => return Ok(taken),
+            occupancy::Lookup::Read(ticket) => ticket,
+        };
+        let (commune, start, end) = span;
+        match self.store.occupancy(commune, start, end, now).await {
+            Ok(rows) => {
+                let snapshot = cpu_bound(|| Occupancy::new(rows));
+                Ok(self.listings.store(ticket, snapshot))
+            }
+            Err(e) => {
+                self.listings.abandon(ticket);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Tells the listings this instance took a seat.
+    fn seat_taken(&self, appointment: &Appointment) {
+        if let Some(seat) = appointment.seat {
+            self.listings.taken(
+                appointment.commune_id,
+                Occupied {
+                    planning_id: appointment.planning_id,
+                    seat,
+                    starts_at: appointment.starts_at,
+                    ends_at: appointment.ends_at,
+                },
+            );
+        }
+    }
+
+    /// Tells the listings this instance freed a seat in `commune`.
+    fn seat_released(&self, commune: CommuneId) {
+        self.listings.released(commune);
     }
 
     /// Books a slot: held (for a confirmation the channel obtains itself), or confirmed at once
@@ -548,12 +595,14 @@ impl Engine {
             .await
             .map_err(seat_conflict)?;
         let exclusive = !ctx.commune.allow_multiple_per_category;
+        let mut freed = false;
         if let Some(holder) = claim_identities(
             tx.as_mut(),
             &appointment,
             ctx.service.category,
             exclusive,
             now,
+            &mut freed,
         )
         .await?
         {
@@ -597,6 +646,10 @@ impl Engine {
                 .await?;
         }
         tx.commit().await?;
+        if freed {
+            self.seat_released(appointment.commune_id);
+        }
+        self.seat_taken(&appointment);
         self.wake.notify_one();
         metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
             BookingMode::Hold | BookingMode::HoldForDetails => "hold",
@@ -920,6 +973,7 @@ impl Engine {
         if let Some(code) = code {
             tx = self.use_code(tx, id, code, now).await?;
         }
+        let mut freed = false;
         if appointment.effective_status(now) == Status::Expired {
             if appointment.starts_at <= now {
                 return Err(BookingError::HoldExpired);
@@ -932,6 +986,7 @@ impl Engine {
                 details.service.category,
                 exclusive,
                 now,
+                &mut freed,
             )
             .await?
             {
@@ -953,6 +1008,11 @@ impl Engine {
             .confirmed(tx.as_mut(), &subject, &token, opted_out, now)
             .await?;
         tx.commit().await?;
+        if freed {
+            self.seat_released(appointment.commune_id);
+        }
+        // Its seat may be a new one (a lapsed hold takes any seat free).
+        self.seat_taken(&appointment);
         self.wake.notify_one();
         metrics::counter!("guichet_confirmations_total", "channel" => appointment.channel.as_str())
             .increment(1);
@@ -1014,6 +1074,7 @@ impl Engine {
             }
         }
         tx.commit().await?;
+        self.seat_released(appointment.commune_id);
         self.wake.notify_one();
         tracing::info!(appointment = %id, status = %target, "appointment cancelled");
         Ok(appointment)
@@ -1119,6 +1180,8 @@ impl Engine {
                 .await?;
         }
         tx.commit().await?;
+        self.seat_released(old.commune_id);
+        self.seat_taken(&new);
         self.wake.notify_one();
         tracing::info!(from = %old.id, to = %new.id, "appointment moved");
         Ok(new)
@@ -1280,6 +1343,8 @@ async fn claim_identities(
     category: Category,
     exclusive: bool,
     now: DateTime<Utc>,
+    // Set when an earlier hold of the same citizen was let go (its seat is free).
+    freed: &mut bool,
 ) -> Result<Option<AppointmentId>> {
     let holder = ClaimHolder {
         appointment: appointment.id,
@@ -1318,6 +1383,7 @@ async fn claim_identities(
             touch(&mut held, now);
             tx.update_appointment(&held).await?;
             tx.release_claims(held.id).await?;
+            *freed = true;
             tracing::info!(released = %held.id, by = %appointment.id, "earlier hold of the same citizen released");
         }
     }

@@ -19,6 +19,7 @@ use super::model::{
 };
 use chrono::{DateTime, Duration, LocalResult, NaiveDate, TimeZone, Utc};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One appointment that takes a seat, as far as capacity goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,20 +31,28 @@ pub struct Occupied {
 }
 
 /// The seats taken on each planning, indexed for "which seats are busy between `a` and `b`?".
-#[derive(Debug, Default)]
+/// A second layer lets a shared snapshot be reused with a few appointments added on top
+/// ([`Occupancy::with`]) rather than copied.
+#[derive(Debug, Default, Clone)]
 pub struct Occupancy {
+    base: Arc<Layer>,
+    top: Layer,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Layer {
     by_planning: HashMap<PlanningId, Busy>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Busy {
     /// Sorted by start.
     entries: Vec<Occupied>,
     longest: Duration,
 }
 
-impl Occupancy {
-    pub fn new(items: impl IntoIterator<Item = Occupied>) -> Self {
+impl Layer {
+    fn new(items: impl IntoIterator<Item = Occupied>) -> Self {
         let mut by_planning: HashMap<PlanningId, Busy> = HashMap::new();
         for item in items {
             let busy = by_planning.entry(item.planning_id).or_default();
@@ -56,27 +65,75 @@ impl Occupancy {
         Self { by_planning }
     }
 
-    /// Seats of `planning` taken at some instant of `[start, end)`.
+    /// Entries of `planning` running at some instant of `[start, end)`.
+    fn overlapping(
+        &self,
+        planning: PlanningId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Iterator<Item = &Occupied> {
+        let entries = self
+            .by_planning
+            .get(&planning)
+            .map(|busy| {
+                // Everything starting before `end` may overlap; nothing starting before
+                // `start - longest` can still be running at `start`.
+                let upper = busy.entries.partition_point(|o| o.starts_at < end);
+                let earliest = start - busy.longest;
+                let lower = busy.entries[..upper].partition_point(|o| o.starts_at < earliest);
+                &busy.entries[lower..upper]
+            })
+            .unwrap_or_default();
+        entries.iter().filter(move |o| o.ends_at > start)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Occupied> {
+        self.by_planning.values().flat_map(|busy| &busy.entries)
+    }
+}
+
+impl Occupancy {
+    pub fn new(items: impl IntoIterator<Item = Occupied>) -> Self {
+        Self {
+            base: Arc::new(Layer::new(items)),
+            top: Layer::default(),
+        }
+    }
+
+    /// This occupancy and `items` besides, sharing what it already holds. An appointment in
+    /// both counts once: seats are counted, not entries.
+    pub fn with(&self, items: impl IntoIterator<Item = Occupied>) -> Self {
+        Self {
+            base: self.base.clone(),
+            top: Layer::new(self.top.all().copied().chain(items)),
+        }
+    }
+
+    fn overlapping(
+        &self,
+        planning: PlanningId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> impl Iterator<Item = &Occupied> {
+        self.base
+            .overlapping(planning, start, end)
+            .chain(self.top.overlapping(planning, start, end))
+    }
+
+    /// Seats of `planning` taken at some instant of `[start, end)`, each once.
     pub fn busy_seats(
         &self,
         planning: PlanningId,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Vec<i32> {
-        let Some(busy) = self.by_planning.get(&planning) else {
-            return Vec::new();
-        };
-        // Everything starting before `end` may overlap; nothing starting before
-        // `start - longest` can still be running at `start`.
-        let upper = busy.entries.partition_point(|o| o.starts_at < end);
-        let earliest = start - busy.longest;
-        busy.entries[..upper]
-            .iter()
-            .rev()
-            .take_while(|o| o.starts_at >= earliest)
-            .filter(|o| o.ends_at > start)
+        let mut seats: Vec<i32> = self
+            .overlapping(planning, start, end)
             .map(|o| o.seat)
-            .collect()
+            .collect();
+        seats.sort_unstable();
+        seats.dedup();
+        seats
     }
 
     pub fn has_free_seat(
@@ -91,18 +148,8 @@ impl Occupancy {
             return choose_seat(planning.capacity, &self.busy_seats(planning.id, start, end))
                 .is_some();
         }
-        let Some(busy) = self.by_planning.get(&planning.id) else {
-            return planning.capacity >= 1;
-        };
-        let upper = busy.entries.partition_point(|o| o.starts_at < end);
-        let earliest = start - busy.longest;
         let mut taken: u128 = 0;
-        for o in busy.entries[..upper]
-            .iter()
-            .rev()
-            .take_while(|o| o.starts_at >= earliest)
-            .filter(|o| o.ends_at > start)
-        {
+        for o in self.overlapping(planning.id, start, end) {
             if (1..=planning.capacity).contains(&o.seat) {
                 taken |= 1 << (o.seat - 1);
             }
@@ -701,6 +748,23 @@ mod tests {
                 &occ.busy_seats(1, utc("2026-06-02T07:00:00Z"), utc("2026-06-02T07:30:00Z"))
             ),
             Some(2)
+        );
+
+        // A snapshot with appointments added on top: the added seat counts, the snapshot
+        // itself is unchanged, and an appointment in both layers takes its seat once.
+        let at_nine = (utc("2026-06-02T07:00:00Z"), utc("2026-06-02T07:30:00Z"));
+        let both = occ.with([
+            taken(2, "2026-06-02T07:00:00Z", "2026-06-02T07:30:00Z"),
+            taken(1, "2026-06-02T07:00:00Z", "2026-06-02T07:30:00Z"),
+        ]);
+        assert_eq!(both.busy_seats(1, at_nine.0, at_nine.1), [1, 2]);
+        assert!(!both.has_free_seat(&planning(1, 2), at_nine.0, at_nine.1));
+        assert!(occ.has_free_seat(&planning(1, 2), at_nine.0, at_nine.1));
+        let again = both.with([taken(1, "2026-06-02T08:00:00Z", "2026-06-02T08:30:00Z")]);
+        assert_eq!(again.busy_seats(1, at_nine.0, at_nine.1), [1, 2]);
+        assert_eq!(
+            again.busy_seats(1, utc("2026-06-02T08:00:00Z"), utc("2026-06-02T08:30:00Z")),
+            [1]
         );
     }
 

@@ -130,13 +130,25 @@ async fn slots_with_offsets_and_filters() {
     assert_eq!(slots[0]["location_name"], "Hôtel de ville");
     assert_eq!(slots[1]["location"], w.annex);
 
-    // A booking at the town hall removes its slot there only.
+    // A booking at the town hall removes its slot there only, at once.
     let mut request = w.request(w.titres, paris("2026-12-01", 9, 0), 1);
     request.location = Some(w.town_hall);
-    w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    app.app
+        .engine()
+        .book(&request, BookingMode::Hold)
+        .await
+        .unwrap();
     let (_, slots) = app.get_json(&path).await;
     assert_eq!(slots.as_array().unwrap().len(), 17);
     assert_eq!(slots[0]["location"], w.annex);
+    // Booked through another instance (an engine of its own on the same database): gone from
+    // the listing once the occupancy listings share has aged.
+    let mut request = w.request(w.titres, paris("2026-12-01", 9, 20), 2);
+    request.location = Some(w.town_hall);
+    w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    w.clock.advance(guichet::booking::OCCUPANCY_TTL);
+    let (_, slots) = app.get_json(&path).await;
+    assert_eq!(slots.as_array().unwrap().len(), 16);
 
     // Filters: location, persons, limit; summer time shows +02:00.
     let (_, at_annex) = app

@@ -1,0 +1,288 @@
+//! The occupancy slot listings read, shared between listings for a moment.
+//!
+//! Every listing needs the seats taken over the days it shows, and on a busy day that is the
+//! whole day's appointments: at the end of a 10,000-slot rush, 10,000 rows read, unpacked and
+//! sorted per listing — most of the machine's time went there (profiled with the load tool).
+//! Listings now share one snapshot per commune and span for [`OCCUPANCY_TTL`]. Within it,
+//! this instance's own bookings are added on top as they commit and its releases make the next
+//! listing read again, so a listing on one instance is never behind; with several instances, a
+//! listing may show for a moment a slot another instance just took. Nothing is decided from
+//! it: the booking transaction decides, and answers "slot taken".
+
+use crate::domain::CommuneId;
+use crate::domain::slots::{Occupancy, Occupied};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How long listings reuse the occupancy one of them read.
+pub const OCCUPANCY_TTL: Duration = Duration::seconds(1);
+
+/// A snapshot is served while another listing reads its replacement, up to this age.
+const SERVED_WHILE_REFRESHED: Duration = Duration::seconds(5);
+
+/// Snapshots not read again for this long are dropped.
+const KEPT: Duration = Duration::seconds(60);
+
+/// A commune and the UTC span a listing window reads.
+pub type Span = (CommuneId, DateTime<Utc>, DateTime<Utc>);
+
+#[derive(Default)]
+pub struct OccupancyCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Span, Entry>,
+    /// Numbers this instance's bookings, to tell those a read may have missed.
+    seq: u64,
+}
+
+struct Entry {
+    /// None while the first read is under way.
+    snapshot: Option<Occupancy>,
+    /// When the snapshot's read began, and the last booking number it may have missed.
+    read_at: DateTime<Utc>,
+    read_seq: u64,
+    /// This instance's bookings that the snapshot may lack.
+    added: Vec<(u64, Occupied)>,
+    refreshing: bool,
+    /// This instance freed a seat (numbered like bookings): until a read that began after it
+    /// is kept, listings read again.
+    released: Option<u64>,
+}
+
+impl Entry {
+    fn current(&self) -> Option<Occupancy> {
+        let snapshot = self.snapshot.as_ref()?;
+        Some(if self.added.is_empty() {
+            snapshot.clone()
+        } else {
+            snapshot.with(self.added.iter().map(|(_, o)| *o))
+        })
+    }
+}
+
+pub enum Lookup {
+    Use(Occupancy),
+    /// Read the span and give the result to [`OccupancyCache::store`] (or the ticket to
+    /// [`OccupancyCache::abandon`]).
+    Read(Ticket),
+}
+
+pub struct Ticket {
+    span: Span,
+    seq: u64,
+    at: DateTime<Utc>,
+}
+
+impl OccupancyCache {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn lookup(&self, span: Span, now: DateTime<Utc>) -> Lookup {
+        let mut inner = self.inner();
+        let ticket = Ticket {
+            span,
+            seq: inner.seq,
+            at: now,
+        };
+        let entry = inner.entries.entry(span).or_insert_with(|| Entry {
+            snapshot: None,
+            read_at: now,
+            read_seq: 0,
+            added: Vec::new(),
+            refreshing: false,
+            released: None,
+        });
+        // A clock set back (tests) counts as expired.
+        let age = now - entry.read_at;
+        if entry.released.is_none()
+            && age >= Duration::zero()
+            && (age < OCCUPANCY_TTL || (entry.refreshing && age < SERVED_WHILE_REFRESHED))
+            && let Some(occupancy) = entry.current()
+        {
+            return Lookup::Use(occupancy);
+        }
+        entry.refreshing = true;
+        Lookup::Read(ticket)
+    }
+
+    /// Keeps what a listing read (as of the ticket), with this instance's bookings that it may
+    /// lack on top, and returns that.
+    pub fn store(&self, ticket: Ticket, snapshot: Occupancy) -> Occupancy {
+        let mut inner = self.inner();
+        let now = ticket.at;
+        let entry = inner.entries.entry(ticket.span).or_insert_with(|| Entry {
+            snapshot: None,
+            read_at: now,
+            read_seq: 0,
+            added: Vec::new(),
+            refreshing: false,
+            released: None,
+        });
+        entry.refreshing = false;
+        if entry.snapshot.is_some() && ticket.seq < entry.read_seq {
+            // A newer read was kept meanwhile; bookings this one may lack are no longer
+            // listed apart: answer with the newer.
+            return entry.current().unwrap_or(snapshot);
+        }
+        entry.added.retain(|(seq, _)| *seq > ticket.seq);
+        entry.snapshot = Some(snapshot);
+        entry.read_at = ticket.at;
+        entry.read_seq = ticket.seq;
+        if entry.released.is_some_and(|r| r <= ticket.seq) {
+            entry.released = None;
+        }
+        let current = entry.current().unwrap_or_default();
+        inner
+            .entries
+            .retain(|_, e| e.refreshing || (now - e.read_at < KEPT && e.read_at <= now));
+        current
+    }
+
+    /// The read failed: another listing will try.
+    pub fn abandon(&self, ticket: Ticket) {
+        if let Some(entry) = self.inner().entries.get_mut(&ticket.span) {
+            entry.refreshing = false;
+        }
+    }
+
+    /// This instance booked a seat in `commune`.
+    pub fn taken(&self, commune: CommuneId, occupied: Occupied) {
+        let mut inner = self.inner();
+        inner.seq += 1;
+        let seq = inner.seq;
+        for ((c, start, end), entry) in inner.entries.iter_mut() {
+            if *c == commune && occupied.starts_at < *end && occupied.ends_at > *start {
+                entry.added.push((seq, occupied));
+            }
+        }
+    }
+
+    /// This instance freed a seat in `commune` (a cancellation, a move, a released hold): its
+    /// listings read again.
+    pub fn released(&self, commune: CommuneId) {
+        let mut inner = self.inner();
+        inner.seq += 1;
+        let seq = inner.seq;
+        for ((c, _, _), entry) in inner.entries.iter_mut() {
+            if *c == commune {
+                entry.released = Some(seq);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn seat(n: i32, at: i64) -> Occupied {
+        Occupied {
+            planning_id: 1,
+            seat: n,
+            starts_at: t(at),
+            ends_at: t(at + 600),
+        }
+    }
+
+    const SPAN: Span = (
+        7,
+        DateTime::from_timestamp_nanos(0),
+        DateTime::<Utc>::MAX_UTC,
+    );
+
+    fn read(cache: &OccupancyCache, now: DateTime<Utc>) -> Option<Ticket> {
+        match cache.lookup(SPAN, now) {
+            Lookup::Read(ticket) => Some(ticket),
+            Lookup::Use(_) => None,
+        }
+    }
+
+    fn seats(o: &Occupancy, at: i64) -> Vec<i32> {
+        o.busy_seats(1, t(at), t(at + 600))
+    }
+
+    #[test]
+    fn listings_share_a_snapshot_with_this_instances_bookings_on_top() {
+        let cache = OccupancyCache::default();
+        let ticket = read(&cache, t(0)).expect("nothing cached yet");
+        // Booked while the first read is under way, after it began: not in what it read.
+        cache.taken(7, seat(2, 3600));
+        let stored = cache.store(ticket, Occupancy::new([seat(1, 3600)]));
+        assert_eq!(seats(&stored, 3600), [1, 2]);
+        // Within the TTL, listings use it, with later bookings on top; another commune's
+        // bookings are not added.
+        cache.taken(7, seat(3, 3600));
+        cache.taken(8, seat(4, 3600));
+        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL / 2) else {
+            panic!("fresh snapshot not used");
+        };
+        assert_eq!(seats(&used, 3600), [1, 2, 3]);
+        // Past it, one listing reads again while the others keep using the snapshot.
+        let later = t(0) + OCCUPANCY_TTL;
+        let ticket = read(&cache, later).expect("expired");
+        assert!(read(&cache, later).is_none(), "one refresh at a time");
+        // Bookings made before that read began are in what it read; not added twice.
+        let stored = cache.store(ticket, Occupancy::new([seat(1, 3600), seat(3, 3600)]));
+        assert_eq!(seats(&stored, 3600), [1, 3]);
+    }
+
+    #[test]
+    fn a_release_makes_the_next_listing_read_again() {
+        let cache = OccupancyCache::default();
+        let ticket = read(&cache, t(0)).unwrap();
+        cache.store(ticket, Occupancy::new([seat(1, 3600)]));
+        cache.released(7);
+        let ticket = read(&cache, t(0)).expect("released: read again");
+        cache.store(ticket, Occupancy::default());
+        assert!(read(&cache, t(0)).is_none());
+        // A clock set back, as tests do, reads again too.
+        assert!(read(&cache, t(-10)).is_some());
+    }
+
+    #[test]
+    fn reads_that_overlap_changes_never_lose_this_instances_bookings() {
+        let cache = OccupancyCache::default();
+        let first = read(&cache, t(0)).unwrap();
+        cache.store(first, Occupancy::default());
+        // A read begins, then a seat is freed: what it read may still show the freed seat, so
+        // the listing after it reads again.
+        let before_release = read(&cache, t(0) + OCCUPANCY_TTL).unwrap();
+        cache.released(7);
+        cache.store(before_release, Occupancy::new([seat(1, 3600)]));
+        let after_release = read(&cache, t(0) + OCCUPANCY_TTL).expect("read again");
+        // Two reads under way at once, a booking between their starts: the older one, kept
+        // last, does not replace the newer one, nor drop the booking.
+        let older = after_release;
+        cache.taken(7, seat(2, 3600));
+        let newer = match cache.lookup(SPAN, t(0) + OCCUPANCY_TTL) {
+            Lookup::Read(ticket) => ticket,
+            Lookup::Use(_) => panic!("released: nothing to use yet"),
+        };
+        cache.store(newer, Occupancy::new([seat(2, 3600)]));
+        let kept = cache.store(older, Occupancy::default());
+        assert_eq!(seats(&kept, 3600), [2]);
+        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL) else {
+            panic!("the newer read is kept");
+        };
+        assert_eq!(seats(&used, 3600), [2]);
+    }
+
+    #[test]
+    fn a_failed_read_lets_the_next_listing_try() {
+        let cache = OccupancyCache::default();
+        let ticket = read(&cache, t(0)).unwrap();
+        cache.store(ticket, Occupancy::default());
+        let ticket = read(&cache, t(0) + OCCUPANCY_TTL).unwrap();
+        cache.abandon(ticket);
+        assert!(read(&cache, t(0) + OCCUPANCY_TTL).is_some());
+    }
+}
