@@ -90,7 +90,7 @@ impl Engine {
         )?;
         let destination = code_destination(citizen, &details.commune)?;
         self.check_lapsed_hold(&before, now).await?;
-        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        let (mut tx, mut appointment) = self.open(&before).await?;
         match appointment.effective_status(now) {
             Status::Held => {}
             Status::Expired if appointment.starts_at > now => {
@@ -155,7 +155,7 @@ impl Engine {
         if before.effective_status(now) != Status::Held {
             return Ok(());
         }
-        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        let (mut tx, mut appointment) = self.open(&before).await?;
         if appointment.effective_status(now) != Status::Held {
             return Ok(());
         }

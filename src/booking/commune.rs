@@ -196,11 +196,7 @@ impl Engine {
             }
             None => None,
         };
-        let lock: Vec<_> = target
-            .iter()
-            .flat_map(|(_, _, offers, _)| offers.iter().map(|(p, _)| *p))
-            .collect();
-        let (mut tx, mut old) = self.open(&before, &lock).await?;
+        let (mut tx, mut old) = self.open(&before).await?;
         match old.effective_status(now) {
             Status::Confirmed => {}
             // An offer the citizen has not answered yet (checked by the caller).

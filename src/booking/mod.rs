@@ -679,14 +679,11 @@ impl Engine {
         mut destination: CodeDestination,
         now: DateTime<Utc>,
     ) -> Result<CodeDestination> {
+        // The budget is looked at now and taken last: on PostgreSQL taking it locks the
+        // commune's counter until commit, and every code of the commune goes through it.
+        let (day, budget) = (commune.local_date(now), commune.sms_daily_budget);
         if destination.channel() == MessageChannel::Sms
-            && !tx
-                .take_sms_budget(
-                    commune.id,
-                    commune.local_date(now),
-                    commune.sms_daily_budget,
-                )
-                .await?
+            && !tx.sms_budget_left(commune.id, day, budget).await?
         {
             destination = match &appointment.citizen.email {
                 Some(email) => CodeDestination::Email(email.clone()),
@@ -729,6 +726,15 @@ impl Engine {
                 now,
             )
             .await?;
+        if destination.channel() == MessageChannel::Sms
+            && !tx.take_sms_budget(commune.id, day, budget).await?
+        {
+            // Spent meanwhile by another transaction: again from the start, which now sees it
+            // spent and falls back to e-mail (or refuses).
+            return Err(BookingError::Store(StoreError::Transient(
+                "the commune's SMS budget was spent meanwhile".into(),
+            )));
+        }
         Ok(destination)
     }
 
@@ -742,7 +748,7 @@ impl Engine {
         let before = self.appointment(id).await?;
         let details = self.details(&before).await?;
         let destination = code_destination(&before.citizen, &details.commune)?;
-        let (mut tx, appointment) = self.open(&before, &[]).await?;
+        let (mut tx, appointment) = self.open(&before).await?;
         match appointment.effective_status(now) {
             Status::Held | Status::Expired if appointment.starts_at > now => {}
             Status::Confirmed => return Err(BookingError::AlreadyConfirmed),
@@ -846,11 +852,6 @@ impl Engine {
         Ok(free)
     }
 
-    /// Opens a transaction that locks the planning of `before` (and `also_lock`), then the
-    /// appointment itself, and reads it again under the lock. Locks are always taken in that
-    /// order, plannings by ascending id, so two transactions never wait for each other in a
-    /// circle. Anything else the operation needs is read before: inside the transaction a
-    /// second pool connection could be waiting behind this one.
     /// Checks `code` against the appointment's one-time code inside `tx` and uses it up. A
     /// wrong code costs one of its tries even though the caller's change is undone: the try is
     /// committed at once and the error returned.
@@ -908,24 +909,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn open(
-        &self,
-        before: &Appointment,
-        also_lock: &[PlanningId],
-    ) -> Result<(Box<dyn StoreTx>, Appointment)> {
-        let mut plannings: Vec<PlanningId> = also_lock.to_vec();
-        plannings.push(before.planning_id);
-        plannings.sort_unstable();
-        plannings.dedup();
+    /// Opens a transaction and reads `before` again in it, locked (PostgreSQL: its row, until
+    /// the end; SQLite: `BEGIN IMMEDIATE` made this the only writer). Plannings are not locked:
+    /// seats are decided by the database (see [`StoreTx::planning`]). Anything else the
+    /// operation needs is read before: inside the transaction a second pool connection could be
+    /// waiting behind this one.
+    async fn open(&self, before: &Appointment) -> Result<(Box<dyn StoreTx>, Appointment)> {
         let mut tx = self.store.begin().await?;
-        // PostgreSQL decides one planning at a time through row locks, taken in id order;
-        // SQLite's `BEGIN IMMEDIATE` already made this the only writer (the reads would be
-        // statements for nothing, under a rush).
-        if self.store.backend() == crate::store::Backend::Postgres {
-            for planning in plannings {
-                tx.lock_planning(planning).await?;
-            }
-        }
         let appointment = tx
             .appointment(before.id)
             .await?
@@ -963,7 +953,7 @@ impl Engine {
         let details = self.details(&before).await?;
         self.check_lapsed_hold(&before, now).await?;
         let opted_out = self.sms_opted_out(&before).await?;
-        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        let (mut tx, mut appointment) = self.open(&before).await?;
         match (appointment.effective_status(now), code) {
             (Status::Confirmed, None) => return Ok((appointment, None)),
             (Status::Confirmed, Some(_)) => return Err(BookingError::AlreadyConfirmed),
@@ -1029,7 +1019,7 @@ impl Engine {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
         let details = self.details(&before).await?;
-        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        let (mut tx, mut appointment) = self.open(&before).await?;
         let (target, reason) = match how {
             Cancellation::ByCitizen | Cancellation::ByCitizenReplyingSms => {
                 (Status::CancelledByCitizen, None)
@@ -1115,8 +1105,7 @@ impl Engine {
             .likely_free(&ctx, offered, start, end, now, Some(current.planning_id))
             .await?;
         let opted_out = self.sms_opted_out(&current).await?;
-        let lock: Vec<_> = offered.iter().map(|(p, _)| *p).collect();
-        let (mut tx, mut old) = self.open(&current, &lock).await?;
+        let (mut tx, mut old) = self.open(&current).await?;
         check_movable(&old, now)?;
 
         // Release the old seat first, inside the transaction: a move to an overlapping time on
@@ -1196,7 +1185,7 @@ impl Engine {
         let now = self.clock.now();
         let before = self.appointment(id).await?;
         let commune = self.config(before.commune_id).await?.commune.clone();
-        let (mut tx, mut appointment) = self.open(&before, &[]).await?;
+        let (mut tx, mut appointment) = self.open(&before).await?;
         let target = match attendance {
             Attendance::Honoured => Status::Honoured,
             Attendance::NoShow => Status::NoShow,
@@ -1232,10 +1221,16 @@ fn check_movable(appointment: &Appointment, now: DateTime<Utc>) -> Result<()> {
     }
 }
 
-/// The schema refused a seat: someone else got it between our read and our write. With the
-/// planning locked this cannot happen; if it ever does, it is reported as a taken slot.
+/// The schema refused a seat: someone else got it between our read and our write, or the
+/// planning lost seats meanwhile.
 fn seat_conflict(e: StoreError) -> BookingError {
-    if e.is_constraint("appointments_no_overlap") || e.is_constraint("appointments_seat_capacity") {
+    if e.is_constraint("appointments_no_overlap") {
+        // Another transaction took the seat chosen (PostgreSQL: seats are chosen without
+        // locking the planning): try again, with what is free now.
+        BookingError::Store(StoreError::Transient(
+            "the seat chosen was taken meanwhile".into(),
+        ))
+    } else if e.is_constraint("appointments_seat_capacity") {
         BookingError::SlotTaken
     } else {
         BookingError::Store(e)
@@ -1291,6 +1286,10 @@ async fn retake_seat(
     Ok(appointment)
 }
 
+/// A free seat on the first of `offered` that has one. The plannings are read, not locked (see
+/// [`StoreTx::planning`]): on SQLite the transaction is the only writer anyway; on PostgreSQL
+/// bookings of different slots of one planning go side by side rather than one after the other,
+/// and the database refuses a seat taken twice.
 async fn take_seat(
     tx: &mut dyn StoreTx,
     offered: &[(PlanningId, LocationId)],
@@ -1299,7 +1298,7 @@ async fn take_seat(
     now: DateTime<Utc>,
 ) -> Result<Option<(PlanningId, LocationId, i32)>> {
     for &(planning_id, location_id) in offered {
-        let Some(planning) = tx.lock_planning(planning_id).await? else {
+        let Some(planning) = tx.planning(planning_id).await? else {
             continue;
         };
         if !planning.active {

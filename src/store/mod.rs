@@ -698,9 +698,10 @@ pub trait Store: Send + Sync + 'static {
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
 pub trait StoreTx: Send {
-    /// Reads a planning and, on PostgreSQL, locks it until the end of the transaction, so that
-    /// bookings on one planning are decided one after the other.
-    async fn lock_planning(&mut self, id: PlanningId) -> Result<Option<Planning>>;
+    /// Reads a planning without locking it. Taking a seat needs no lock: two transactions
+    /// that pick the same seat at once are refused by the database (`appointments_no_overlap`,
+    /// which on PostgreSQL waits for the other to end), and the loser tries again.
+    async fn planning(&mut self, id: PlanningId) -> Result<Option<Planning>>;
     /// Turns the holds of a planning that expired by `now` into `expired`, freeing their seats.
     async fn release_expired_holds(
         &mut self,
@@ -755,8 +756,17 @@ pub trait StoreTx: Send {
         recent: DateTime<Utc>,
         day: DateTime<Utc>,
     ) -> Result<(i64, i64)>;
+    /// Whether the commune's budget for `day` has an SMS left, without taking it (nor locking
+    /// anything).
+    async fn sms_budget_left(
+        &mut self,
+        commune: CommuneId,
+        day: NaiveDate,
+        budget: i32,
+    ) -> Result<bool>;
     /// Takes one code SMS from the commune's budget for `day` (its local date); false when the
-    /// budget is spent.
+    /// budget is spent. On PostgreSQL the commune's counter stays locked until the transaction
+    /// ends: take it last.
     async fn take_sms_budget(
         &mut self,
         commune: CommuneId,
@@ -831,8 +841,6 @@ mod sql {
         WHERE commune_id = $1 ORDER BY id";
     pub const PLANNING: &str =
         "SELECT id, commune_id, name, capacity, active FROM plannings WHERE id = $1";
-    pub const PLANNING_FOR_UPDATE: &str =
-        "SELECT id, commune_id, name, capacity, active FROM plannings WHERE id = $1 FOR UPDATE";
 
     pub const INSERT_RULE: &str = "INSERT INTO opening_rules (planning_id, location_id, weekdays, start_minute, \
         end_minute, step_minutes, valid_from, valid_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
@@ -967,6 +975,8 @@ mod sql {
     pub const COUNT_SENT_TO: &str = "SELECT COALESCE(SUM(CASE WHEN created_at >= $3 THEN 1 ELSE 0 END), 0), \
         COUNT(*) FROM notifications WHERE destination = $1 AND kind = $2 AND created_at >= $4";
     /// One statement: the day's row is created with this SMS, or counts it while under `$3`.
+    pub const SMS_BUDGET_USED: &str =
+        "SELECT sent FROM sms_daily_usage WHERE commune_id = $1 AND day = $2";
     pub const TAKE_SMS_BUDGET: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) \
         VALUES ($1, $2, 1) ON CONFLICT (commune_id, day) DO UPDATE SET sent = sms_daily_usage.sent + 1 \
         WHERE sms_daily_usage.sent < $3";

@@ -38,7 +38,6 @@ fn opt_ts(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     t
 }
 
-const PLANNING_LOCKED: &str = sql::PLANNING_FOR_UPDATE;
 const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT_FOR_UPDATE;
 /// Two workers never wait for each other: each skips the rows the other has locked.
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS_SKIP_LOCKED;

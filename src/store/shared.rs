@@ -1,7 +1,7 @@
 //! The store methods whose SQL and code are the same on SQLite and PostgreSQL, written once.
 //! Each backend module invokes these macros inside its `impl` blocks after defining what
 //! differs: `ts`/`opt_ts` (how an instant is bound), `map_err` (error codes), the locking
-//! statements (`PLANNING_LOCKED`, `APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`), `lock_key`, and
+//! statements (`APPOINTMENT_LOCKED`, `CLAIM_NOTIFICATIONS`), `lock_key`, and
 //! how writes are made: `write_conn()` (a connection to write on, the writer's turn on SQLite)
 //! and `write_tx()` (a write transaction), queried with `wquery`, `wquery_as` and
 //! `wquery_scalar` (sqlx's builders on PostgreSQL; on SQLite the direct write connection's, see
@@ -1244,8 +1244,8 @@ macro_rules! impl_store_tx {
         #[async_trait::async_trait]
         impl StoreTx for $tx {
         $($own)*
-            async fn lock_planning(&mut self, id: PlanningId) -> Result<Option<Planning>> {
-                let row: Option<PlanningRow> = query_as(PLANNING_LOCKED)
+            async fn planning(&mut self, id: PlanningId) -> Result<Option<Planning>> {
+                let row: Option<PlanningRow> = query_as(sql::PLANNING)
                     .bind(id)
                     .fetch_optional(&mut *self.tx)
                     .await
@@ -1473,6 +1473,22 @@ macro_rules! impl_store_tx {
                     .fetch_one(&mut *self.tx)
                     .await
                     .map_err(map_err)
+            }
+
+            async fn sms_budget_left(
+                &mut self,
+                commune: CommuneId,
+                day: chrono::NaiveDate,
+                budget: i32,
+            ) -> Result<bool> {
+                let day = day.format("%Y-%m-%d").to_string();
+                let used: Option<i32> = query_scalar(sql::SMS_BUDGET_USED)
+                    .bind(commune)
+                    .bind(&day)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(used.unwrap_or(0) < budget)
             }
 
             async fn take_sms_budget(

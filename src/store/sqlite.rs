@@ -49,7 +49,6 @@ fn opt_ts(t: Option<DateTime<Utc>>) -> Option<i64> {
 }
 
 /// BEGIN IMMEDIATE already made the transaction the only writer: reads need no lock.
-const PLANNING_LOCKED: &str = sql::PLANNING;
 const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT;
 /// A single UPDATE … RETURNING is atomic: no two workers can claim the same row.
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS;

@@ -343,14 +343,14 @@ async fn transaction_primitives(db: crate::helpers::TestDb) {
     let confirmed = appointment(&w, start, 2, Status::Confirmed);
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.lock_planning(w.annex_planning)
+        tx.planning(w.annex_planning)
             .await
             .unwrap()
             .unwrap()
             .capacity,
         2
     );
-    assert_eq!(tx.lock_planning(9999).await.unwrap(), None);
+    assert_eq!(tx.planning(9999).await.unwrap(), None);
     tx.insert_appointment(&held).await.unwrap();
     tx.insert_appointment(&confirmed).await.unwrap();
     let mut busy = tx
