@@ -59,9 +59,13 @@ fn args() -> Args {
     args
 }
 
-async fn database_url(postgres: &Option<String>, dir: &std::path::Path) -> String {
+/// The database to rush, and on PostgreSQL the schema made for the run (dropped at the end).
+async fn database_url(
+    postgres: &Option<String>,
+    dir: &std::path::Path,
+) -> (String, Option<String>) {
     match postgres {
-        None => format!("sqlite://{}", dir.join("load.db").display()),
+        None => (format!("sqlite://{}", dir.join("load.db").display()), None),
         Some(url) => {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
@@ -75,7 +79,10 @@ async fn database_url(postgres: &Option<String>, dir: &std::path::Path) -> Strin
                 .await
                 .expect("schema");
             let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}options[search_path]={schema}%2Cpublic")
+            (
+                format!("{url}{sep}options[search_path]={schema}%2Cpublic"),
+                Some(schema),
+            )
         }
     }
 }
@@ -207,7 +214,7 @@ async fn main() {
     let args = args();
     guichet::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let url = database_url(&args.postgres, dir.path()).await;
+    let (url, schema) = database_url(&args.postgres, dir.path()).await;
     let store = store::connect(&url).await.expect("database");
     let (commune, service) = support::open_slots(store.as_ref(), args.slots).await;
 
@@ -318,5 +325,15 @@ async fn main() {
             support::percentile(values, 0.99),
             support::percentile(values, 1.0)
         );
+    }
+    if let (Some(admin), Some(schema)) = (&args.postgres, schema) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .expect("drop the run's schema");
     }
 }
