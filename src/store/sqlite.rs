@@ -196,8 +196,9 @@ impl SqliteStore {
             .foreign_keys(true);
         let mut pool = SqlitePoolOptions::new();
         if in_memory {
-            // Each in-memory connection is a database of its own, gone when it closes: keep
-            // exactly one, forever.
+            // sqlx names each in-memory database (shared cache) for its connections, and it
+            // lives while one is open: keep exactly one, forever (the write connection opens
+            // the same name).
             pool = pool
                 .max_connections(1)
                 .min_connections(1)
@@ -302,6 +303,78 @@ mod direct {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
+    use uuid::Uuid;
+
+    /// What the direct write connection writes, sqlx's pool reads as sqlx itself would have
+    /// written it (and the other way round); `$N` binds by number whatever the order of first
+    /// appearance; an in-memory store is one database for both.
+    #[tokio::test]
+    async fn the_write_connection_and_the_pool_agree() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let ((), tx) = store.write_tx().await.unwrap();
+        wquery("CREATE TABLE t (id BLOB, at INTEGER, day TEXT, flag INTEGER, note TEXT)")
+            .execute(&tx)
+            .await
+            .unwrap();
+        let id = Uuid::new_v4();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let done = wquery("INSERT INTO t (note, flag, day, at, id) VALUES ($5, $4, $3, $2, $1)")
+            .bind(id)
+            .bind(ts(at))
+            .bind(day)
+            .bind(true)
+            .bind(None::<String>)
+            .execute(&tx)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        let back: Option<(Uuid, DateTime<Utc>)> = wquery_as("SELECT id, at FROM t WHERE flag = $1")
+            .bind(true)
+            .fetch_optional(&tx)
+            .await
+            .unwrap();
+        assert_eq!(back, Some((id, at)));
+        tx.commit().await.unwrap();
+
+        let row: (Uuid, DateTime<Utc>, NaiveDate, bool, Option<String>) =
+            sqlx::query_as("SELECT id, at, day, flag, note FROM t")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(row, (id, at, day, true, None));
+
+        // sqlx writes, the write connection reads.
+        let other = Uuid::new_v4();
+        sqlx::query("INSERT INTO t (id, at, flag) VALUES ($1, $2, $3)")
+            .bind(other)
+            .bind(at)
+            .bind(false)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let writer = store.write_conn().await.unwrap();
+        let found: Vec<Uuid> = wquery_scalar("SELECT id FROM t WHERE flag = $1")
+            .bind(false)
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        assert_eq!(found, [other]);
+        // A constraint's refusal maps as on the pool: a unique index by its conventional name.
+        wquery("CREATE UNIQUE INDEX t_id ON t (id)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let refused = wquery("INSERT INTO t (id) VALUES ($1)")
+            .bind(other)
+            .execute(&writer)
+            .await
+            .map_err(map_err)
+            .unwrap_err();
+        assert!(refused.is_constraint("t_id_key"), "{refused:?}");
+    }
 
     /// The outbox claims inside the writer's turn, several times a second under a rush: it
     /// must find due messages through `notifications_due`, not by reading every message ever

@@ -102,6 +102,7 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 /// What an execution changed, as sqlx reports it.
+#[derive(Debug)]
 pub struct Done(u64);
 
 impl Done {
