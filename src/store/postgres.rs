@@ -22,6 +22,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction, query, query_as, query_scalar};
 use sqlx::{query as wquery, query_as as wquery_as, query_scalar as wquery_scalar};
+use sqlx::{query_as as rquery_as, query_scalar as rquery_scalar};
 use std::str::FromStr;
 
 #[derive(Debug, Clone)]
@@ -89,6 +90,10 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    async fn read_conn(&self) -> Result<PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(map_err)
     }
 
     /// PostgreSQL takes concurrent writers well: nothing to serialise in the process.

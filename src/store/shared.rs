@@ -5,7 +5,9 @@
 //! how writes are made: `write_conn()` (a connection to write on, the writer's turn on SQLite)
 //! and `write_tx()` (a write transaction), queried with `wquery`, `wquery_as` and
 //! `wquery_scalar` (sqlx's builders on PostgreSQL; on SQLite the direct write connection's, see
-//! `sqlite_direct`). Reads go through `self.pool` with sqlx's builders.
+//! `sqlite_direct`). Reads go through `self.pool` with sqlx's builders, but for the few every
+//! booking makes: `read_conn()` with `rquery_as` and `rquery_scalar` (on SQLite, a
+//! read connection used on the calling thread).
 //! Names in the bodies resolve where the macro is invoked.
 
 /// `impl Store for $store { <the backend's own methods> <the shared ones> }`; a backend gives
@@ -233,20 +235,20 @@ macro_rules! impl_store {
                 from: DateTime<Utc>,
                 to: DateTime<Utc>,
             ) -> Result<Vec<Closure>> {
-                let rows: Vec<ClosureRow> = sqlx::query_as(sql::CLOSURES)
+                let rows: Vec<ClosureRow> = rquery_as(sql::CLOSURES)
                     .bind(commune)
                     .bind(ts(from))
                     .bind(ts(to))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.read_conn().await?)
                     .await
                     .map_err(map_err)?;
                 Ok(rows.into_iter().map(Closure::from).collect())
             }
 
             async fn appointment(&self, id: AppointmentId) -> Result<Option<Appointment>> {
-                let row: Option<AppointmentRow> = sqlx::query_as(sql::APPOINTMENT)
+                let row: Option<AppointmentRow> = rquery_as(sql::APPOINTMENT)
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.read_conn().await?)
                     .await
                     .map_err(map_err)?;
                 row.map(Appointment::try_from).transpose()
@@ -1184,9 +1186,9 @@ macro_rules! impl_store {
             }
 
             async fn is_sms_opted_out(&self, phone: &str) -> Result<bool> {
-                let count: i64 = sqlx::query_scalar(sql::OPT_OUT)
+                let count: i64 = rquery_scalar(sql::OPT_OUT)
                     .bind(phone)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.read_conn().await?)
                     .await
                     .map_err(map_err)?;
                 Ok(count > 0)

@@ -9,6 +9,7 @@
 use super::rows::*;
 use super::sqlite_direct::{self, WriteTx, from_row};
 use super::sqlite_direct::{query as wquery, query_as as wquery_as, query_scalar as wquery_scalar};
+use super::sqlite_direct::{query_as as rquery_as, query_scalar as rquery_scalar};
 use super::{
     Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
     CommuneSettings, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure, NewCommune, NewLocation,
@@ -35,6 +36,14 @@ pub struct SqliteStore {
     /// sleeping in steps of up to 100 ms — latency spikes under a rush. (Other processes on the
     /// same file still meet the busy timeout.) Writes through the pool take the turn too.
     writer: Arc<Mutex<rusqlite::Connection>>,
+    /// The hot reads' connections (see [`SqliteStore::read_conn`]).
+    readers: Arc<sqlite_direct::Readers>,
+}
+
+impl std::fmt::Debug for sqlite_direct::Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Readers")
+    }
 }
 
 pub type WriteGuard = OwnedMutexGuard<rusqlite::Connection>;
@@ -68,6 +77,7 @@ from_row! {
         cancelled_at,
     }
     OtpRow { appointment_id, destination, code_hash, expires_at, attempts_left, used_at, created_at }
+    ClosureRow { id, commune_id, planning_id, location_id, starts_at, ends_at, reason }
     CallRow {
         call_sid, commune_id, caller, seq, answered, state, last_twiml, outcome, spoken_name,
         started_at, ended_at,
@@ -221,11 +231,18 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(Mutex::new(direct)),
+            readers: Arc::new(sqlite_direct::Readers::new(&filename, in_memory, LOCK_WAIT)),
         })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A read connection used on this thread, for the reads every booking makes; the others go
+    /// through sqlx's pool.
+    async fn read_conn(&self) -> Result<sqlite_direct::Reader<'_>> {
+        self.readers.take().map_err(map_err)
     }
 
     /// The writer's turn, with the direct write connection (autocommit).
@@ -265,12 +282,12 @@ impl_store!(SqliteStore {
         to: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Occupied>> {
-        let spans: Option<String> = sqlx::query_scalar(OCCUPANCY_PACKED)
+        let spans: Option<String> = rquery_scalar(OCCUPANCY_PACKED)
             .bind(commune)
             .bind(ts(from))
             .bind(ts(to))
             .bind(ts(now))
-            .fetch_one(&self.pool)
+            .fetch_one(&*self.read_conn().await?)
             .await
             .map_err(map_err)?;
         spans

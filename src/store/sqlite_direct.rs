@@ -53,6 +53,70 @@ pub fn open(filename: &str, in_memory: bool, busy: Duration) -> rusqlite::Result
     Ok(conn)
 }
 
+/// Read connections used on the calling thread, for the reads every booking makes (the same
+/// hand-off as writes otherwise). Taken one per read, given back after it; opened as needed.
+pub struct Readers {
+    idle: std::sync::Mutex<Vec<Connection>>,
+    filename: String,
+    in_memory: bool,
+    busy: Duration,
+}
+
+/// Idle read connections kept; more are opened when reads overlap, and closed after.
+const READERS_KEPT: usize = 4;
+
+impl Readers {
+    pub fn new(filename: &str, in_memory: bool, busy: Duration) -> Self {
+        Self {
+            idle: std::sync::Mutex::default(),
+            filename: filename.to_owned(),
+            in_memory,
+            busy,
+        }
+    }
+
+    pub fn take(&self) -> rusqlite::Result<Reader<'_>> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open(&self.filename, self.in_memory, self.busy)?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            readers: self,
+        })
+    }
+}
+
+pub struct Reader<'a> {
+    conn: Option<Connection>,
+    readers: &'a Readers,
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self.readers.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < READERS_KEPT && conn.is_autocommit() {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("taken until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("taken until dropped")
+    }
+}
+
 /// A write transaction on the write connection, holding the writer's turn. Rolled back when
 /// dropped without [`WriteTx::commit`].
 pub struct WriteTx {
