@@ -1289,7 +1289,8 @@ async fn retake_seat(
 /// A free seat on the first of `offered` that has one. The plannings are read, not locked (see
 /// [`StoreTx::planning`]): on SQLite the transaction is the only writer anyway; on PostgreSQL
 /// bookings of different slots of one planning go side by side rather than one after the other,
-/// and the database refuses a seat taken twice.
+/// those aiming at one seat at one time wait for each other ([`StoreTx::lock_seat`]), and the
+/// database refuses a seat taken twice.
 async fn take_seat(
     tx: &mut dyn StoreTx,
     offered: &[(PlanningId, LocationId)],
@@ -1305,9 +1306,21 @@ async fn take_seat(
             continue;
         }
         tx.release_expired_holds(planning_id, now).await?;
-        let busy = tx.busy_seats(planning_id, start, end).await?;
-        if let Some(seat) = choose_seat(planning.capacity, &busy) {
-            return Ok(Some((planning_id, location_id, seat)));
+        let mut busy = tx.busy_seats(planning_id, start, end).await?;
+        // Bounded: each turn finds the seat it chose taken.
+        for _ in 0..=planning.capacity {
+            let Some(seat) = choose_seat(planning.capacity, &busy) else {
+                break;
+            };
+            // Another transaction may be putting an appointment on that seat at that time:
+            // wait for it to end, then look again at what it left free.
+            if !tx.lock_seat(planning_id, seat, start, end).await? {
+                return Ok(Some((planning_id, location_id, seat)));
+            }
+            busy = tx.busy_seats(planning_id, start, end).await?;
+            if !busy.contains(&seat) {
+                return Ok(Some((planning_id, location_id, seat)));
+            }
         }
     }
     Ok(None)

@@ -85,6 +85,18 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
 /// wedged transaction shows up as an error rather than a hung web page.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// A seat is locked by the spans of [`SEAT_BUCKET_SECONDS`] its appointment covers: two
+/// appointments that overlap share one at least, and neighbours that do not overlap share
+/// none when their times fall on the bucket grid.
+pub const SEAT_BUCKET_SECONDS: i64 = 300;
+
+/// The first and last bucket numbers covering `[start, end)`.
+pub fn seat_buckets(start: DateTime<Utc>, end: DateTime<Utc>) -> (i32, i32) {
+    let bucket = |t: i64| i32::try_from(t.div_euclid(SEAT_BUCKET_SECONDS)).unwrap_or(i32::MAX);
+    let first = bucket(start.timestamp());
+    (first, bucket(end.timestamp() - 1).max(first))
+}
+
 #[derive(Debug, Clone)]
 pub struct NewCommune {
     pub slug: String,
@@ -698,9 +710,9 @@ pub trait Store: Send + Sync + 'static {
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
 pub trait StoreTx: Send {
-    /// Reads a planning without locking it. Taking a seat needs no lock: two transactions
-    /// that pick the same seat at once are refused by the database (`appointments_no_overlap`,
-    /// which on PostgreSQL waits for the other to end), and the loser tries again.
+    /// Reads a planning without locking it: bookings of one planning are serialised only where
+    /// they meet, on a seat at a time ([`StoreTx::lock_seat`]), and the database refuses a seat
+    /// taken twice (`appointments_no_overlap`) whatever happens.
     async fn planning(&mut self, id: PlanningId) -> Result<Option<Planning>>;
     /// Turns the holds of a planning that expired by `now` into `expired`, freeing their seats.
     async fn release_expired_holds(
@@ -744,6 +756,18 @@ pub trait StoreTx: Send {
         kinds: &[NotificationKind],
         now: DateTime<Utc>,
     ) -> Result<u64>;
+    /// PostgreSQL: serialises, until the end of the transaction, the transactions that put
+    /// overlapping appointments on one seat. Without it, two such inserts can each wait for the
+    /// other in `appointments_no_overlap`'s check — a deadlock, found only after a second.
+    /// True when it had to wait for another transaction: the seats read before may have
+    /// changed.
+    async fn lock_seat(
+        &mut self,
+        planning: PlanningId,
+        seat: i32,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<bool>;
     /// PostgreSQL: serialises the sends to one destination until the end of the transaction
     /// (so that "at most 3 codes in 10 minutes" holds under concurrency).
     async fn lock_destination(&mut self, destination: &str) -> Result<()>;
@@ -1171,4 +1195,27 @@ mod sql {
         last_error = 'no longer due after a change of settings', updated_at = $2 \
         WHERE id = $1 AND status = 'pending'";
     pub const TAKE_CONVERSATION: &str = "DELETE FROM sms_conversations WHERE phone = $1 RETURNING appointment_id, action, expires_at";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_appointments_share_a_seat_bucket_and_neighbours_do_not() {
+        let at = |hm: &str| -> DateTime<Utc> { format!("2026-12-01T{hm}:00Z").parse().unwrap() };
+        let shares = |a: (i32, i32), b: (i32, i32)| a.0 <= b.1 && b.0 <= a.1;
+        let five = seat_buckets(at("09:00"), at("09:05"));
+        assert_eq!(five.0, five.1, "a slot on the grid is one bucket");
+        let next = seat_buckets(at("09:05"), at("09:10"));
+        assert!(
+            !shares(five, next),
+            "neighbours on the grid never wait for each other"
+        );
+        let half_hour = seat_buckets(at("09:00"), at("09:30"));
+        assert_eq!(half_hour.1 - half_hour.0 + 1, 6);
+        let off_grid = seat_buckets(at("09:27"), at("09:41"));
+        assert!(shares(half_hour, off_grid), "overlapping off the grid");
+        assert!(!shares(off_grid, seat_buckets(at("09:45"), at("10:00"))));
+    }
 }

@@ -43,6 +43,40 @@ const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT_FOR_UPDATE;
 /// Two workers never wait for each other: each skips the rows the other has locked.
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS_SKIP_LOCKED;
 
+/// Serialises the transactions that take any of buckets `first..=last` of `key` until they
+/// end, waiting in ascending order. True when it had to wait.
+async fn lock_buckets(
+    tx: &mut Transaction<'static, Postgres>,
+    key: &str,
+    first: i32,
+    last: i32,
+) -> Result<bool> {
+    // Most of the time nobody holds them: one statement, no waiting.
+    let free: Option<bool> = sqlx::query_scalar(
+        "SELECT bool_and(pg_try_advisory_xact_lock(hashtext($1), b)) \
+         FROM generate_series($2, $3) AS b",
+    )
+    .bind(key)
+    .bind(first)
+    .bind(last)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    if free == Some(true) {
+        return Ok(false);
+    }
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(hashtext($1), b)) FROM generate_series($2, $3) AS b",
+    )
+    .bind(key)
+    .bind(first)
+    .bind(last)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(true)
+}
+
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
 async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<()> {

@@ -1456,6 +1456,17 @@ macro_rules! impl_store_tx {
                 Ok(cancelled)
             }
 
+            async fn lock_seat(
+                &mut self,
+                planning: PlanningId,
+                seat: i32,
+                start: DateTime<Utc>,
+                end: DateTime<Utc>,
+            ) -> Result<bool> {
+                let (first, last) = crate::store::seat_buckets(start, end);
+                lock_buckets(&mut self.tx, &format!("seat:{planning}:{seat}"), first, last).await
+            }
+
             async fn lock_destination(&mut self, destination: &str) -> Result<()> {
                 lock_key(&mut self.tx, &format!("destination:{destination}")).await
             }

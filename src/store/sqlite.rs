@@ -67,6 +67,11 @@ async fn lock_key(_tx: &mut WriteTx, _key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Likewise (never waits).
+async fn lock_buckets(_tx: &mut WriteTx, _key: &str, _first: i32, _last: i32) -> Result<bool> {
+    Ok(false)
+}
+
 // Rows the direct write connection reads, by column name as sqlx's `FromRow`.
 from_row! {
     PlanningRow { id, commune_id, name, capacity, active }
