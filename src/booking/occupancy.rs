@@ -54,6 +54,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// Before its first read.
+    fn empty(now: DateTime<Utc>) -> Self {
+        Self {
+            snapshot: None,
+            read_at: now,
+            read_seq: 0,
+            added: Vec::new(),
+            refreshing: false,
+            released: None,
+        }
+    }
+
     fn current(&self) -> Option<Occupancy> {
         let snapshot = self.snapshot.as_ref()?;
         Some(if self.added.is_empty() {
@@ -89,14 +101,10 @@ impl OccupancyCache {
             seq: inner.seq,
             at: now,
         };
-        let entry = inner.entries.entry(span).or_insert_with(|| Entry {
-            snapshot: None,
-            read_at: now,
-            read_seq: 0,
-            added: Vec::new(),
-            refreshing: false,
-            released: None,
-        });
+        let entry = inner
+            .entries
+            .entry(span)
+            .or_insert_with(|| Entry::empty(now));
         // A clock set back (tests) counts as expired.
         let age = now - entry.read_at;
         if entry.released.is_none()
@@ -115,14 +123,10 @@ impl OccupancyCache {
     pub fn store(&self, ticket: Ticket, snapshot: Occupancy) -> Occupancy {
         let mut inner = self.inner();
         let now = ticket.at;
-        let entry = inner.entries.entry(ticket.span).or_insert_with(|| Entry {
-            snapshot: None,
-            read_at: now,
-            read_seq: 0,
-            added: Vec::new(),
-            refreshing: false,
-            released: None,
-        });
+        let entry = inner
+            .entries
+            .entry(ticket.span)
+            .or_insert_with(|| Entry::empty(now));
         entry.refreshing = false;
         if entry.snapshot.is_some() && ticket.seq < entry.read_seq {
             // A newer read was kept meanwhile; bookings this one may lack are no longer

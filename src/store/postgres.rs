@@ -51,26 +51,23 @@ async fn lock_buckets(
     first: i32,
     last: i32,
 ) -> Result<bool> {
+    use sqlx::Row;
+    let over_buckets = |sql| sqlx::query(sql).bind(key).bind(first).bind(last);
     // Most of the time nobody holds them: one statement, no waiting.
-    let free: Option<bool> = sqlx::query_scalar(
+    let free: Option<bool> = over_buckets(
         "SELECT bool_and(pg_try_advisory_xact_lock(hashtext($1), b)) \
          FROM generate_series($2, $3) AS b",
     )
-    .bind(key)
-    .bind(first)
-    .bind(last)
     .fetch_one(&mut **tx)
     .await
-    .map_err(map_err)?;
+    .map_err(map_err)?
+    .get(0);
     if free == Some(true) {
         return Ok(false);
     }
-    sqlx::query(
+    over_buckets(
         "SELECT count(pg_advisory_xact_lock(hashtext($1), b)) FROM generate_series($2, $3) AS b",
     )
-    .bind(key)
-    .bind(first)
-    .bind(last)
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;

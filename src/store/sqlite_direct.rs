@@ -288,6 +288,23 @@ impl<'q> Query<'q> {
         }
         Ok(out)
     }
+
+    fn optional<T>(
+        self,
+        conn: &Connection,
+        each: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Option<T>> {
+        self.rows(conn, 1, each).map(|mut rows| rows.pop())
+    }
+
+    fn one<T>(
+        self,
+        conn: &Connection,
+        each: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.optional(conn, each)?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)
+    }
 }
 
 /// Binds by the number in `$N` (or `?N`), as sqlx does: SQLite numbers named parameters in
@@ -330,19 +347,11 @@ impl<'q, T: FromRow> QueryAs<'q, T> {
     }
 
     pub fn fetch_optional(self, conn: &Connection) -> Ready<rusqlite::Result<Option<T>>> {
-        ready(
-            self.query
-                .rows(conn, 1, T::from_row)
-                .map(|mut rows| rows.pop()),
-        )
+        ready(self.query.optional(conn, T::from_row))
     }
 
     pub fn fetch_one(self, conn: &Connection) -> Ready<rusqlite::Result<T>> {
-        ready(
-            self.query
-                .rows(conn, 1, T::from_row)
-                .and_then(|mut rows| rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)),
-        )
+        ready(self.query.one(conn, T::from_row))
     }
 }
 
@@ -362,19 +371,11 @@ impl<'q, T: Decode> QueryScalar<'q, T> {
     }
 
     pub fn fetch_optional(self, conn: &Connection) -> Ready<rusqlite::Result<Option<T>>> {
-        ready(
-            self.query
-                .rows(conn, 1, |row| column(row, 0))
-                .map(|mut rows| rows.pop()),
-        )
+        ready(self.query.optional(conn, |row| column(row, 0)))
     }
 
     pub fn fetch_one(self, conn: &Connection) -> Ready<rusqlite::Result<T>> {
-        ready(
-            self.query
-                .rows(conn, 1, |row| column(row, 0))
-                .and_then(|mut rows| rows.pop().ok_or(rusqlite::Error::QueryReturnedNoRows)),
-        )
+        ready(self.query.one(conn, |row| column(row, 0)))
     }
 }
 
