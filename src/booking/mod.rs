@@ -547,8 +547,8 @@ impl Engine {
         };
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
-        let offered = self
-            .likely_free(&ctx, offered, req.start, end, now, None)
+        let mut likely = self
+            .likely_free(&ctx, &offered, req.start, end, now, None, true)
             .await?;
         let opted_out = match &req.citizen.phone {
             Some(phone) if mode == BookingMode::Confirmed => {
@@ -557,11 +557,20 @@ impl Engine {
             _ => false,
         };
 
-        let mut tx = self.store.begin().await?;
-        let Some((planning_id, location_id, seat)) =
-            take_seat(tx.as_mut(), &offered, req.start, end, now).await?
-        else {
-            return Err(BookingError::SlotTaken);
+        let (mut tx, (planning_id, location_id, seat)) = loop {
+            let mut tx = self.store.begin().await?;
+            match take_seat(tx.as_mut(), &likely.plannings, req.start, end, now).await? {
+                Some(taken) => break (tx, taken),
+                None if likely.fresh => return Err(BookingError::SlotTaken),
+                // A listing's snapshot pointed at seats taken since: before saying "taken",
+                // look at what is free now.
+                None => {
+                    drop(tx);
+                    likely = self
+                        .likely_free(&ctx, &offered, req.start, end, now, None, false)
+                        .await?;
+                }
+            }
         };
         let (status, hold_expires_at, confirmed_at) = match mode {
             BookingMode::Hold | BookingMode::HoldForDetails => {
@@ -682,27 +691,30 @@ impl Engine {
         // The budget is looked at now and taken last: on PostgreSQL taking it locks the
         // commune's counter until commit, and every code of the commune goes through it.
         let (day, budget) = (commune.local_date(now), commune.sms_daily_budget);
-        if destination.channel() == MessageChannel::Sms
-            && !tx.sms_budget_left(commune.id, day, budget).await?
-        {
+        let limits = async |tx: &mut dyn StoreTx, key: &str| {
+            // Three in ten minutes, and a day's cap, so that nobody can have a stranger's
+            // phone buzz all day (or guess at codes five tries at a time).
+            tx.lock_destination(key).await?;
+            tx.code_limits(
+                key,
+                now - otp::SEND_WINDOW,
+                now - chrono::Duration::hours(24),
+                commune.id,
+                day,
+            )
+            .await
+        };
+        let mut key = destination.key();
+        let mut counts = limits(tx, &key).await?;
+        if destination.channel() == MessageChannel::Sms && counts.sms_used >= i64::from(budget) {
             destination = match &appointment.citizen.email {
                 Some(email) => CodeDestination::Email(email.clone()),
                 None => return Err(BookingError::SmsBudgetExhausted),
             };
+            key = destination.key();
+            counts = limits(tx, &key).await?;
         }
-        let key = destination.key();
-        tx.lock_destination(&key).await?;
-        // Three in ten minutes, and a day's cap, so that nobody can have a stranger's phone
-        // buzz all day (or guess at codes five tries at a time).
-        let (recent, today) = tx
-            .count_sent_to(
-                &key,
-                NotificationKind::Code,
-                now - otp::SEND_WINDOW,
-                now - chrono::Duration::hours(24),
-            )
-            .await?;
-        if recent >= otp::MAX_SENDS || today >= otp::MAX_SENDS_PER_DAY {
+        if counts.recent >= otp::MAX_SENDS || counts.today >= otp::MAX_SENDS_PER_DAY {
             return Err(BookingError::TooManyCodes);
         }
         let code = OtpCode::generate();
@@ -821,35 +833,61 @@ impl Engine {
     /// appointment being moved already sits on). Not a decision — the transaction decides —
     /// but a transaction that tries only these locks nothing for nothing: with seventy stations
     /// and most of them full, that is the difference between one try and seventy.
+    /// With `from_listings`, a listing's recent snapshot may answer (see
+    /// [`occupancy::OccupancyCache::covering`]); "none free" always comes from a fresh read.
+    #[allow(clippy::too_many_arguments)]
     async fn likely_free(
         &self,
         ctx: &SlotContext,
-        offered: Vec<(PlanningId, LocationId)>,
+        offered: &[(PlanningId, LocationId)],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         now: DateTime<Utc>,
         own: Option<PlanningId>,
-    ) -> Result<Vec<(PlanningId, LocationId)>> {
+        from_listings: bool,
+    ) -> Result<LikelyFree> {
+        let free_in = |occupancy: &Occupancy| -> Vec<(PlanningId, LocationId)> {
+            offered
+                .iter()
+                .copied()
+                .filter(|(planning, _)| {
+                    Some(*planning) == own
+                        || ctx
+                            .plannings
+                            .iter()
+                            .find(|p| p.id == *planning)
+                            .is_some_and(|p| occupancy.has_free_seat(p, start, end))
+                })
+                .collect()
+        };
+        // What a listing read a moment ago is enough to say where to try; to say "taken",
+        // only a fresh read will do (the seat may have been freed on another instance).
+        if let Some(snapshot) = self
+            .listings
+            .covering(ctx.commune.id, start, end, now)
+            .filter(|_| from_listings)
+        {
+            let free = free_in(&snapshot);
+            if !free.is_empty() {
+                return Ok(LikelyFree {
+                    plannings: free,
+                    fresh: false,
+                });
+            }
+        }
         let occupancy = Occupancy::new(
             self.store
                 .occupancy(ctx.commune.id, start, end, now)
                 .await?,
         );
-        let free: Vec<_> = offered
-            .into_iter()
-            .filter(|(planning, _)| {
-                Some(*planning) == own
-                    || ctx
-                        .plannings
-                        .iter()
-                        .find(|p| p.id == *planning)
-                        .is_some_and(|p| occupancy.has_free_seat(p, start, end))
-            })
-            .collect();
+        let free = free_in(&occupancy);
         if free.is_empty() {
             return Err(BookingError::SlotTaken);
         }
-        Ok(free)
+        Ok(LikelyFree {
+            plannings: free,
+            fresh: true,
+        })
     }
 
     /// Checks `code` against the appointment's one-time code inside `tx` and uses it up. A
@@ -1102,8 +1140,17 @@ impl Engine {
         let offered = offered(&ctx, now, start, persons, location)?;
         let end = start + ctx.service.duration_for(persons);
         let offered = self
-            .likely_free(&ctx, offered, start, end, now, Some(current.planning_id))
-            .await?;
+            .likely_free(
+                &ctx,
+                &offered,
+                start,
+                end,
+                now,
+                Some(current.planning_id),
+                false,
+            )
+            .await?
+            .plannings;
         let opted_out = self.sms_opted_out(&current).await?;
         let (mut tx, mut old) = self.open(&current).await?;
         check_movable(&old, now)?;
@@ -1223,6 +1270,12 @@ fn check_movable(appointment: &Appointment, now: DateTime<Utc>) -> Result<()> {
 
 /// The schema refused a seat: someone else got it between our read and our write, or the
 /// planning lost seats meanwhile.
+/// The offered plannings that looked free, and whether that was read just now.
+struct LikelyFree {
+    plannings: Vec<(PlanningId, LocationId)>,
+    fresh: bool,
+}
+
 fn seat_conflict(e: StoreError) -> BookingError {
     if e.is_constraint("appointments_no_overlap") {
         // Another transaction took the seat chosen (PostgreSQL: seats are chosen without
@@ -1299,14 +1352,12 @@ async fn take_seat(
     now: DateTime<Utc>,
 ) -> Result<Option<(PlanningId, LocationId, i32)>> {
     for &(planning_id, location_id) in offered {
-        let Some(planning) = tx.planning(planning_id).await? else {
+        let Some((planning, mut busy)) = tx.seats_of(planning_id, start, end, now).await? else {
             continue;
         };
         if !planning.active {
             continue;
         }
-        tx.release_expired_holds(planning_id, now).await?;
-        let mut busy = tx.busy_seats(planning_id, start, end).await?;
         // Bounded: each turn finds the seat it chose taken.
         for _ in 0..=planning.capacity {
             let Some(seat) = choose_seat(planning.capacity, &busy) else {

@@ -147,6 +147,28 @@ impl OccupancyCache {
         current
     }
 
+    /// A fresh snapshot of `commune` covering `[start, end)`, if a listing read one in the last
+    /// moment (this instance's bookings on top, none of its releases since) — for a booking to
+    /// skip the plannings that looked full, without a query of its own.
+    pub fn covering(
+        &self,
+        commune: CommuneId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Occupancy> {
+        let inner = self.inner();
+        inner
+            .entries
+            .iter()
+            .filter(|((c, from, to), _)| *c == commune && *from <= start && end <= *to)
+            .filter(|(_, e)| {
+                let age = now - e.read_at;
+                e.released.is_none() && age >= Duration::zero() && age < OCCUPANCY_TTL
+            })
+            .find_map(|(_, e)| e.current())
+    }
+
     /// The read failed: another listing will try.
     pub fn abandon(&self, ticket: Ticket) {
         if let Some(entry) = self.inner().entries.get_mut(&ticket.span) {
@@ -278,6 +300,36 @@ mod tests {
             panic!("the newer read is kept");
         };
         assert_eq!(seats(&used, 3600), [2]);
+    }
+
+    #[test]
+    fn bookings_use_a_fresh_snapshot_that_covers_their_slot() {
+        let cache = OccupancyCache::default();
+        assert!(
+            cache.covering(7, t(3600), t(4200), t(0)).is_none(),
+            "nothing read yet"
+        );
+        let span = (7, t(0), t(86_400));
+        let Lookup::Read(ticket) = cache.lookup(span, t(0)) else {
+            panic!("nothing cached yet");
+        };
+        cache.store(ticket, Occupancy::new([seat(1, 3600)]));
+        cache.taken(7, seat(2, 3600));
+        let soon = t(0) + OCCUPANCY_TTL / 2;
+        let covering = cache
+            .covering(7, t(3600), t(4200), soon)
+            .expect("fresh, covering");
+        assert_eq!(seats(&covering, 3600), [1, 2]);
+        // Another commune, a slot outside the span, a stale snapshot, a release: none.
+        assert!(cache.covering(8, t(3600), t(4200), soon).is_none());
+        assert!(cache.covering(7, t(86_000), t(87_000), soon).is_none());
+        assert!(
+            cache
+                .covering(7, t(3600), t(4200), t(0) + OCCUPANCY_TTL)
+                .is_none()
+        );
+        cache.released(7);
+        assert!(cache.covering(7, t(3600), t(4200), soon).is_none());
     }
 
     #[test]

@@ -298,6 +298,16 @@ pub enum SendResult {
     Cancelled { reason: String },
 }
 
+/// The counts a new one-time code is checked against ([`StoreTx::code_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLimits {
+    /// Codes sent to the destination within the short window, and within the day.
+    pub recent: i64,
+    pub today: i64,
+    /// SMS the commune has used on the day.
+    pub sms_used: i64,
+}
+
 /// The one-time code of a held appointment (only its keyed hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtpRecord {
@@ -727,6 +737,24 @@ pub trait StoreTx: Send {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<i32>>;
+    /// What a booking chooses a seat from: the planning (None if there is none), once its
+    /// expired holds are released ([`StoreTx::release_expired_holds`]), and its seats taken
+    /// over `[start, end)` ([`StoreTx::busy_seats`]). PostgreSQL answers in one statement: a
+    /// round trip less twice over, on the path of every booking.
+    async fn seats_of(
+        &mut self,
+        planning: PlanningId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Planning, Vec<i32>)>> {
+        let Some(found) = self.planning(planning).await? else {
+            return Ok(None);
+        };
+        self.release_expired_holds(planning, now).await?;
+        let busy = self.busy_seats(planning, start, end).await?;
+        Ok(Some((found, busy)))
+    }
     /// Reads an appointment and, on PostgreSQL, locks it.
     async fn appointment(&mut self, id: AppointmentId) -> Result<Option<Appointment>>;
     async fn insert_appointment(&mut self, appointment: &Appointment) -> Result<()>;
@@ -780,14 +808,17 @@ pub trait StoreTx: Send {
         recent: DateTime<Utc>,
         day: DateTime<Utc>,
     ) -> Result<(i64, i64)>;
-    /// Whether the commune's budget for `day` has an SMS left, without taking it (nor locking
-    /// anything).
-    async fn sms_budget_left(
+    /// What a new code is checked against, in one read: [`StoreTx::count_sent_to`] for
+    /// codes, and the SMS the commune has used on `day` (its local date), read without taking
+    /// one nor locking anything.
+    async fn code_limits(
         &mut self,
+        destination: &str,
+        recent: DateTime<Utc>,
+        day_ago: DateTime<Utc>,
         commune: CommuneId,
         day: NaiveDate,
-        budget: i32,
-    ) -> Result<bool>;
+    ) -> Result<CodeLimits>;
     /// Takes one code SMS from the commune's budget for `day` (its local date); false when the
     /// budget is spent. On PostgreSQL the commune's counter stays locked until the transaction
     /// ends: take it last.
@@ -920,6 +951,17 @@ mod sql {
         WHERE planning_id = $1 AND status = 'held' AND hold_expires_at <= $2";
     pub const BUSY_SEATS: &str = "SELECT seat FROM appointments WHERE planning_id = $1 AND seat IS NOT NULL \
         AND starts_at < $3 AND ends_at > $2";
+    /// PostgreSQL only (a data-modifying `WITH`): [`RELEASE_EXPIRED`] and [`BUSY_SEATS`]
+    /// with the planning, `$4` now. The query sees the rows as they were before the release:
+    /// the holds it releases are left out by id.
+    pub const SEATS_OF: &str = "WITH released AS (UPDATE appointments SET status = 'expired', seat = NULL, \
+            version = version + 1, updated_at = $4 \
+            WHERE planning_id = $1 AND status = 'held' AND hold_expires_at <= $4 RETURNING id) \
+        SELECT p.id, p.commune_id, p.name, p.capacity, p.active, \
+            ARRAY(SELECT a.seat FROM appointments a WHERE a.planning_id = $1 AND a.seat IS NOT NULL \
+                AND a.starts_at < $3 AND a.ends_at > $2 \
+                AND a.id NOT IN (SELECT id FROM released)) \
+        FROM plannings p WHERE p.id = $1";
 
     /// `$4` is now: a claim is stale when its appointment is neither a live hold nor a
     /// confirmed appointment still to come.
@@ -999,8 +1041,10 @@ mod sql {
     pub const COUNT_SENT_TO: &str = "SELECT COALESCE(SUM(CASE WHEN created_at >= $3 THEN 1 ELSE 0 END), 0), \
         COUNT(*) FROM notifications WHERE destination = $1 AND kind = $2 AND created_at >= $4";
     /// One statement: the day's row is created with this SMS, or counts it while under `$3`.
-    pub const SMS_BUDGET_USED: &str =
-        "SELECT sent FROM sms_daily_usage WHERE commune_id = $1 AND day = $2";
+    /// [`COUNT_SENT_TO`] for codes, and the SMS commune `$5` used on day `$6`.
+    pub const CODE_LIMITS: &str = "SELECT COALESCE(SUM(CASE WHEN created_at >= $2 THEN 1 ELSE 0 END), 0), \
+        COUNT(*), CAST(COALESCE((SELECT sent FROM sms_daily_usage WHERE commune_id = $4 AND day = $5), 0) AS BIGINT) \
+        FROM notifications WHERE destination = $1 AND kind = 'code' AND created_at >= $3";
     pub const TAKE_SMS_BUDGET: &str = "INSERT INTO sms_daily_usage (commune_id, day, sent) \
         VALUES ($1, $2, 1) ON CONFLICT (commune_id, day) DO UPDATE SET sent = sms_daily_usage.sent + 1 \
         WHERE sms_daily_usage.sent < $3";

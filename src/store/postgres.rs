@@ -19,7 +19,7 @@ use crate::domain::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Postgres, Transaction, query, query_as, query_scalar};
 use sqlx::{query as wquery, query_as as wquery_as, query_scalar as wquery_scalar};
 use sqlx::{query_as as rquery_as, query_scalar as rquery_scalar};
@@ -85,6 +85,25 @@ async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<
     Ok(())
 }
 
+/// Whether to connect without TLS although the URL does not say so: the database is on this
+/// machine (a loopback host), and neither the URL's `sslmode` nor `PGSSLMODE` asks for a mode.
+/// sqlx's default (`prefer`) negotiates TLS whenever the server offers it, as Debian's does,
+/// and over loopback it protects nothing: measured with the load tool, it cost 2.2 ms of CPU
+/// per booking (8.3 → 6.0 ms, both ends together), a quarter of the machine.
+fn tls_pointless(url: &str, host: &str, env_mode: Option<&str>) -> bool {
+    let in_url = url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("sslmode"))
+    });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback && !in_url && env_mode.is_none()
+}
+
 /// Maps PostgreSQL's SQLSTATEs to the store's errors.
 fn map_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
@@ -107,9 +126,13 @@ impl PgStore {
     /// `url` is a `postgres://` URL; `?options[search_path]=…` selects a schema (the tests give
     /// each test a schema of its own).
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::BadUrl(e.to_string()))?
             .options([("lock_timeout", format!("{}ms", LOCK_WAIT.as_millis()))]);
+        let asked = std::env::var("PGSSLMODE").ok();
+        if tls_pointless(url, options.get_host(), asked.as_deref()) {
+            options = options.ssl_mode(PgSslMode::Disable);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(LOCK_WAIT * 3)
@@ -180,4 +203,71 @@ impl_store_tx!(PgTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.map_err(map_err)
     }
+
+    async fn seats_of(
+        &mut self,
+        planning: PlanningId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Planning, Vec<i32>)>> {
+        let row: Option<(i64, i64, String, i32, bool, Vec<i32>)> = sqlx::query_as(sql::SEATS_OF)
+            .bind(planning)
+            .bind(start)
+            .bind(end)
+            .bind(now)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(row.map(|(id, commune_id, name, capacity, active, busy)| {
+            let planning = Planning::from(PlanningRow {
+                id,
+                commune_id,
+                name,
+                capacity,
+                active,
+            });
+            (planning, busy)
+        }))
+    }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::tls_pointless;
+
+    #[test]
+    fn tls_is_left_out_only_for_this_machine_and_when_nobody_asked() {
+        let local = "postgres://postgres@127.0.0.1/test";
+        assert!(tls_pointless(local, "127.0.0.1", None));
+        assert!(tls_pointless(
+            "postgres://u@localhost/db",
+            "localhost",
+            None
+        ));
+        assert!(tls_pointless("postgres://u@[::1]/db", "[::1]", None));
+        assert!(tls_pointless(
+            "postgres://u@127.0.0.2:5433/db?application_name=x",
+            "127.0.0.2",
+            None
+        ));
+        // Another machine, or a mode asked for in the URL or the environment: as asked.
+        assert!(!tls_pointless(
+            "postgres://u@db.example.org/db",
+            "db.example.org",
+            None
+        ));
+        assert!(!tls_pointless("postgres://u@10.0.0.5/db", "10.0.0.5", None));
+        assert!(!tls_pointless(
+            &format!("{local}?sslmode=require"),
+            "127.0.0.1",
+            None
+        ));
+        assert!(!tls_pointless(
+            &format!("{local}?a=b&sslmode=prefer"),
+            "127.0.0.1",
+            None
+        ));
+        assert!(!tls_pointless(local, "127.0.0.1", Some("verify-full")));
+    }
+}

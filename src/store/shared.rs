@@ -1488,20 +1488,28 @@ macro_rules! impl_store_tx {
                     .map_err(map_err)
             }
 
-            async fn sms_budget_left(
+            async fn code_limits(
                 &mut self,
+                destination: &str,
+                recent: DateTime<Utc>,
+                day_ago: DateTime<Utc>,
                 commune: CommuneId,
                 day: chrono::NaiveDate,
-                budget: i32,
-            ) -> Result<bool> {
-                let day = day.format("%Y-%m-%d").to_string();
-                let used: Option<i32> = query_scalar(sql::SMS_BUDGET_USED)
+            ) -> Result<crate::store::CodeLimits> {
+                let (recent, today, sms_used): (i64, i64, i64) = query_as(sql::CODE_LIMITS)
+                    .bind(destination)
+                    .bind(ts(recent))
+                    .bind(ts(day_ago.min(recent)))
                     .bind(commune)
-                    .bind(&day)
-                    .fetch_optional(&mut *self.tx)
+                    .bind(day.format("%Y-%m-%d").to_string())
+                    .fetch_one(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
-                Ok(used.unwrap_or(0) < budget)
+                Ok(crate::store::CodeLimits {
+                    recent,
+                    today,
+                    sms_used,
+                })
             }
 
             async fn take_sms_budget(

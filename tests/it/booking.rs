@@ -116,6 +116,51 @@ async fn first_available_fills_plannings_in_order(db: TestDb) {
 }
 both_backends!(first_available, first_available_fills_plannings_in_order);
 
+/// A booking tries the plannings a listing's recent snapshot shows free; when another
+/// instance has changed things since (taken those, freed others), it looks again before saying
+/// "taken".
+async fn a_stale_listing_does_not_refuse_a_free_seat(db: TestDb) {
+    let w = World::new(db).await;
+    let other = guichet::booking::Engine::new(
+        w.db.store.clone(),
+        std::sync::Arc::new(w.clock.clone()) as std::sync::Arc<dyn guichet::domain::Clock>,
+        Duration::minutes(10),
+    );
+    let nine = tuesday(9, 0);
+    let hold = async |n| {
+        other
+            .book(&w.request(w.titres, nine, n), BookingMode::Hold)
+            .await
+    };
+    let counter = hold(1).await.unwrap();
+    let annex = hold(2).await.unwrap();
+    hold(3).await.unwrap();
+    other
+        .cancel(counter.id, &Cancellation::ByCitizen)
+        .await
+        .unwrap();
+    // This instance lists: the counter free at nine, the annex full.
+    assert!(free_starts(&w, None).await.contains(&nine));
+    // Meanwhile, on the other instance: a seat at the annex freed, the counter taken.
+    other
+        .cancel(annex.id, &Cancellation::ByCitizen)
+        .await
+        .unwrap();
+    assert_eq!(hold(4).await.unwrap().planning_id, w.counter);
+    let booked = w.hold(nine, 5).await;
+    assert_eq!(
+        (booked.planning_id, booked.seat),
+        (w.annex_planning, Some(1))
+    );
+    let err = w
+        .engine
+        .book(&w.request(w.titres, nine, 6), BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotTaken), "{err:?}");
+}
+both_backends!(stale_listing, a_stale_listing_does_not_refuse_a_free_seat);
+
 async fn expired_holds_stop_counting_by_themselves(db: TestDb) {
     let w = World::new(db).await;
     let nine = tuesday(9, 0);

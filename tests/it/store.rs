@@ -415,6 +415,66 @@ async fn transaction_primitives(db: crate::helpers::TestDb) {
 }
 both_backends!(transaction_primitives_work, transaction_primitives);
 
+/// `seats_of` (one statement on PostgreSQL) answers what its three parts do.
+async fn seats_of_a_planning(db: crate::helpers::TestDb) {
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    let start = paris("2026-12-01", 9, 0);
+    let held = appointment(&w, start, 1, Status::Held);
+    let confirmed = appointment(&w, start, 2, Status::Confirmed);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_appointment(&held).await.unwrap();
+    tx.insert_appointment(&confirmed).await.unwrap();
+    let slot = (start + Duration::minutes(10), start + Duration::minutes(30));
+    let (planning, mut busy) = tx
+        .seats_of(w.annex_planning, slot.0, slot.1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    busy.sort();
+    assert_eq!(
+        (planning.id, planning.capacity, busy),
+        (w.annex_planning, 2, vec![1, 2])
+    );
+    assert_eq!(tx.seats_of(9999, slot.0, slot.1, now).await.unwrap(), None);
+    // Once the hold has lapsed: released, and its seat free in the same answer.
+    let later = now + Duration::minutes(10);
+    let (_, busy) = tx
+        .seats_of(w.annex_planning, slot.0, slot.1, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(busy, [2]);
+    let (_, busy) = tx
+        .seats_of(
+            w.annex_planning,
+            slot.0 + Duration::minutes(30),
+            slot.1 + Duration::hours(1),
+            later,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(busy.is_empty(), "{busy:?}");
+    tx.commit().await.unwrap();
+    let expired = store.appointment(held.id).await.unwrap().unwrap();
+    assert_eq!(
+        (expired.status, expired.seat, expired.version),
+        (Status::Expired, None, 2)
+    );
+    assert_eq!(
+        store
+            .appointment(confirmed.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        1
+    );
+}
+both_backends!(seats_of_works, seats_of_a_planning);
+
 async fn claims(db: crate::helpers::TestDb) {
     let w = World::new(db).await;
     let other = World::with(
@@ -536,6 +596,46 @@ async fn unreadable_urls_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::BadUrl(_)), "{err:?}");
+}
+
+/// A PostgreSQL on this machine is reached without TLS unless the URL asks for it (TLS over
+/// loopback protects nothing and cost a quarter of the machine under load); asked for, it is
+/// used.
+#[tokio::test]
+async fn a_local_postgresql_is_reached_without_tls_unless_asked() {
+    use sqlx::Connection;
+    let Some(url) = crate::helpers::postgres_schema_url().await else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let server_offers_tls: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let mut tls_of = async |name: &str, extra: &str| -> Option<bool> {
+        let store = guichet::store::connect(&format!("{url}&application_name={name}{extra}"))
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        sqlx::query_scalar(
+            "SELECT bool_or(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    let name = format!("tls-probe-{}", std::process::id());
+    if url.contains("127.0.0.1") && std::env::var_os("PGSSLMODE").is_none() {
+        assert_eq!(tls_of(&format!("{name}-plain"), "").await, Some(false));
+    }
+    if server_offers_tls == "on" {
+        assert_eq!(
+            tls_of(&format!("{name}-asked"), "&sslmode=require").await,
+            Some(true)
+        );
+    }
 }
 
 /// The back-office's storage: accounts, sessions, sign-in throttling, the audit log, the
