@@ -131,7 +131,22 @@ pub struct Engine {
 }
 
 /// Each commune's configuration and when it was read.
-type ConfigCache = HashMap<CommuneId, (std::time::Instant, Arc<CommuneConfig>)>;
+#[derive(Default)]
+struct ConfigCache {
+    entries: HashMap<CommuneId, CachedConfig>,
+    /// Counts [`Engine::forget_config`] calls: a read that began before one is not kept.
+    forgotten: u64,
+}
+
+struct CachedConfig {
+    read_at: std::time::Instant,
+    config: Arc<CommuneConfig>,
+    /// A request is reading it again; the others go on with this one meanwhile.
+    refreshing: bool,
+}
+
+/// How long an expired configuration is still served while one request reads it again.
+const CONFIG_SERVED_WHILE_REFRESHED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a commune's configuration is reused before being read again.
 pub const CONFIG_TTL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -318,23 +333,36 @@ impl Engine {
     /// once. Bookings never depend on it for capacity: the transaction decides that.
     pub async fn config(&self, commune: CommuneId) -> Result<Arc<CommuneConfig>> {
         let now = std::time::Instant::now();
-        if let Some(cached) = self
-            .configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&commune)
-            .filter(|(at, _)| now.duration_since(*at) < CONFIG_TTL)
-        {
-            return Ok(cached.1.clone());
-        }
+        let forgotten = {
+            let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cached) = cache.entries.get_mut(&commune) {
+                let age = now.duration_since(cached.read_at);
+                // When it expires under load, one request reads it again, not all of them.
+                if age < CONFIG_TTL || (cached.refreshing && age < CONFIG_SERVED_WHILE_REFRESHED) {
+                    return Ok(cached.config.clone());
+                }
+                cached.refreshing = true;
+            }
+            cache.forgotten
+        };
         let store = &self.store;
-        let (found, services, locations, plannings, rules) = tokio::try_join!(
+        let read = tokio::try_join!(
             store.commune(commune),
             store.services(commune),
             store.locations(commune),
             store.plannings(commune),
             store.opening_rules(commune),
-        )?;
+        );
+        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        let (found, services, locations, plannings, rules) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if let Some(cached) = cache.entries.get_mut(&commune) {
+                    cached.refreshing = false;
+                }
+                return Err(e.into());
+            }
+        };
         let config = Arc::new(CommuneConfig {
             commune: found.ok_or(BookingError::CommuneNotFound)?,
             services,
@@ -342,10 +370,17 @@ impl Engine {
             plannings,
             rules,
         });
-        self.configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(commune, (now, config.clone()));
+        // Read before a change this instance made and forgot: answer with it, keep nothing.
+        if cache.forgotten == forgotten {
+            cache.entries.insert(
+                commune,
+                CachedConfig {
+                    read_at: now,
+                    config: config.clone(),
+                    refreshing: false,
+                },
+            );
+        }
         Ok(config)
     }
 
@@ -380,10 +415,9 @@ impl Engine {
 
     /// Drops the cached configuration of a commune (after changing it).
     pub fn forget_config(&self, commune: CommuneId) {
-        self.configs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&commune);
+        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        cache.forgotten += 1;
+        cache.entries.remove(&commune);
     }
 
     /// The slot context around one instant (the day before to the day after, so that the local

@@ -717,6 +717,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(AppointmentId, SmsAction)>>;
 }
 
+/// A worker's outcome found its claim gone (the lease ran out and another worker took the
+/// message): nothing recorded, said in the log.
+fn claim_lapsed(id: NotificationId) {
+    tracing::warn!(notification = %id, "the claim lapsed before the outcome was recorded");
+}
+
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
 pub trait StoreTx: Send {
@@ -1059,6 +1065,18 @@ mod sql {
     /// Only while the claim lasts, and it renews the lease (`$4`) for the send itself.
     pub const START_SEND: &str = "UPDATE notifications SET send_started_at = $3, lease_until = $4, \
         updated_at = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'sending' AND lease_until > $3";
+    /// PostgreSQL: [`START_SEND`] for every id of array `$1`, answering the ids started.
+    pub const START_SENDS_AT_ONCE: &str = "UPDATE notifications SET send_started_at = $3, lease_until = $4, \
+        updated_at = $3 WHERE id = ANY($1) AND claimed_by = $2 AND status = 'sending' AND lease_until > $3 \
+        RETURNING id";
+    /// PostgreSQL: [`FINISH_SENT`] for rows given as arrays (`$3` ids, `$4` provider ids, `$5`
+    /// segments, `$6` costs, `$7` bodies), by worker `$1` at `$2`; answers the ids recorded.
+    pub const FINISH_SENT_AT_ONCE: &str = "UPDATE notifications AS n SET status = 'sent', \
+        provider_id = v.provider_id, segments = v.segments, cost_micro_eur = v.cost, sent_at = $2, \
+        updated_at = $2, lease_until = NULL, body = v.body \
+        FROM UNNEST($3::uuid[], $4::text[], $5::int4[], $6::int8[], $7::text[]) \
+            AS v(id, provider_id, segments, cost, body) \
+        WHERE n.id = v.id AND n.claimed_by = $1 AND n.status = 'sending' RETURNING n.id";
     /// `$7` the body with its secrets (code, personal link) masked: sent is sent.
     pub const FINISH_SENT: &str = "UPDATE notifications SET status = 'sent', provider_id = $3, segments = $4, \
         cost_micro_eur = $5, sent_at = $6, updated_at = $6, lease_until = NULL, body = $7 \

@@ -481,104 +481,6 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
-            async fn start_sends(
-                &self,
-                ids: &[NotificationId],
-                worker: &str,
-                now: DateTime<Utc>,
-                lease_until: DateTime<Utc>,
-            ) -> Result<Vec<NotificationId>> {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let (_writer, mut tx) = self.write_tx().await?;
-                let mut started = Vec::with_capacity(ids.len());
-                for &id in ids {
-                    let done = wquery(sql::START_SEND)
-                        .bind(id)
-                        .bind(worker)
-                        .bind(ts(now))
-                        .bind(ts(lease_until))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?;
-                    if done.rows_affected() == 1 {
-                        started.push(id);
-                    }
-                }
-                tx.commit().await.map_err(map_err)?;
-                Ok(started)
-            }
-
-            async fn finish_sends(
-                &self,
-                worker: &str,
-                outcomes: &[(NotificationId, SendResult)],
-                now: DateTime<Utc>,
-            ) -> Result<()> {
-                if outcomes.is_empty() {
-                    return Ok(());
-                }
-                let (_writer, mut tx) = self.write_tx().await?;
-                for (id, result) in outcomes {
-                    let id = *id;
-                    let query = match result {
-                        SendResult::Sent {
-                            provider_id,
-                            segments,
-                            cost_micro_eur,
-                            kept_body,
-                        } => wquery(sql::FINISH_SENT)
-                            .bind(id)
-                            .bind(worker)
-                            .bind(provider_id.clone())
-                            .bind(*segments)
-                            .bind(*cost_micro_eur)
-                            .bind(ts(now))
-                            .bind(kept_body.clone()),
-                        SendResult::Retry { due_at, error } => wquery(sql::FINISH_RETRY)
-                            .bind(id)
-                            .bind(worker)
-                            .bind(ts(*due_at))
-                            .bind(error.clone())
-                            .bind(ts(now)),
-                        SendResult::Failed { error } | SendResult::Cancelled { reason: error } => {
-                            let status = if matches!(result, SendResult::Failed { .. }) {
-                                NotificationStatus::Failed
-                            } else {
-                                NotificationStatus::Cancelled
-                            };
-                            wquery(sql::FINISH_OTHER)
-                                .bind(id)
-                                .bind(worker)
-                                .bind(status.as_str())
-                                .bind(error.clone())
-                                .bind(None::<i32>)
-                                .bind(None::<i64>)
-                                .bind(ts(now))
-                        }
-                        SendResult::Unknown {
-                            error,
-                            segments,
-                            cost_micro_eur,
-                        } => wquery(sql::FINISH_OTHER)
-                            .bind(id)
-                            .bind(worker)
-                            .bind(NotificationStatus::Unknown.as_str())
-                            .bind(error.clone())
-                            .bind(Some(*segments))
-                            .bind(Some(*cost_micro_eur))
-                            .bind(ts(now)),
-                    };
-                    let done = query.execute(&mut *tx).await.map_err(map_err)?;
-                    if done.rows_affected() == 0 {
-                        tracing::warn!(notification = %id, "the claim lapsed before the outcome was recorded");
-                    }
-                }
-                tx.commit().await.map_err(map_err)?;
-                Ok(())
-            }
-
             async fn record_delivery(
                 &self,
                 id: Option<NotificationId>,
@@ -1236,6 +1138,63 @@ macro_rules! impl_store {
 
         }
     };
+}
+
+/// The statement that records how sending notification `$id` ended (`$result`, a
+/// [`SendResult`](crate::store::SendResult)), by worker `$worker` at `$now`; built with the
+/// `wquery` of the place it is expanded in.
+macro_rules! finish_statement {
+    ($id:expr, $result:expr, $worker:expr, $now:expr) => {{
+        let (id, result, worker, now) = ($id, $result, $worker, $now);
+        match result {
+            SendResult::Sent {
+                provider_id,
+                segments,
+                cost_micro_eur,
+                kept_body,
+            } => wquery(sql::FINISH_SENT)
+                .bind(id)
+                .bind(worker)
+                .bind(provider_id.clone())
+                .bind(*segments)
+                .bind(*cost_micro_eur)
+                .bind(ts(now))
+                .bind(kept_body.clone()),
+            SendResult::Retry { due_at, error } => wquery(sql::FINISH_RETRY)
+                .bind(id)
+                .bind(worker)
+                .bind(ts(*due_at))
+                .bind(error.clone())
+                .bind(ts(now)),
+            SendResult::Failed { error } | SendResult::Cancelled { reason: error } => {
+                let status = if matches!(result, SendResult::Failed { .. }) {
+                    NotificationStatus::Failed
+                } else {
+                    NotificationStatus::Cancelled
+                };
+                wquery(sql::FINISH_OTHER)
+                    .bind(id)
+                    .bind(worker)
+                    .bind(status.as_str())
+                    .bind(error.clone())
+                    .bind(None::<i32>)
+                    .bind(None::<i64>)
+                    .bind(ts(now))
+            }
+            SendResult::Unknown {
+                error,
+                segments,
+                cost_micro_eur,
+            } => wquery(sql::FINISH_OTHER)
+                .bind(id)
+                .bind(worker)
+                .bind(NotificationStatus::Unknown.as_str())
+                .bind(error.clone())
+                .bind(Some(*segments))
+                .bind(Some(*cost_micro_eur))
+                .bind(ts(now)),
+        }
+    }};
 }
 
 /// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`, and the query builders

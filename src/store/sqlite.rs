@@ -303,6 +303,59 @@ impl_store!(SqliteStore {
             .map(unpack_span)
             .collect()
     }
+
+    /// One write transaction for the batch: one sync to disk for all of it.
+    async fn start_sends(
+        &self,
+        ids: &[NotificationId],
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<NotificationId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (_writer, tx) = self.write_tx().await?;
+        let mut started = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let done = wquery(sql::START_SEND)
+                .bind(id)
+                .bind(worker)
+                .bind(ts(now))
+                .bind(ts(lease_until))
+                .execute(&tx)
+                .await
+                .map_err(map_err)?;
+            if done.rows_affected() == 1 {
+                started.push(id);
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(started)
+    }
+
+    async fn finish_sends(
+        &self,
+        worker: &str,
+        outcomes: &[(NotificationId, SendResult)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (_writer, tx) = self.write_tx().await?;
+        for (id, result) in outcomes {
+            let done = finish_statement!(*id, result, worker, now)
+                .execute(&tx)
+                .await
+                .map_err(map_err)?;
+            if done.rows_affected() == 0 {
+                super::claim_lapsed(*id);
+            }
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
 });
 
 /// The booking engine's transactions, on the direct write connection: the shared SQL of

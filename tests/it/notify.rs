@@ -356,8 +356,9 @@ async fn workers_dying_mid_way(db: TestDb) {
 }
 crate::both_backends!(dying_workers, workers_dying_mid_way);
 
-/// A worker starts and records its sends by the batch (one transaction each): only the
-/// messages it still holds are started, and each outcome lands on its own message.
+/// A worker starts and records its sends by the batch (SQLite: a transaction each; PostgreSQL:
+/// one statement for the starts, one for the messages sent): only the messages it still holds
+/// are started, and each outcome lands on its own message.
 async fn batched_starts_and_outcomes(db: TestDb) {
     let w = World::new(db).await;
     let now = w.engine.now();
@@ -431,7 +432,16 @@ async fn batched_starts_and_outcomes(db: TestDb) {
                 error: "21211".into(),
             },
         ),
-        // Not "a"'s: left as it is.
+        // Not "a"'s: left as it is, whatever the outcome.
+        (
+            left,
+            SendResult::Sent {
+                provider_id: None,
+                segments: 2,
+                cost_micro_eur: 140_000,
+                kept_body: "not mine".into(),
+            },
+        ),
         (
             left,
             SendResult::Failed {
@@ -444,6 +454,11 @@ async fn batched_starts_and_outcomes(db: TestDb) {
     let sent = status_of(&w, claimed_by_a[0]).await;
     assert_eq!(sent.status, NotificationStatus::Sent);
     assert_eq!(sent.provider_id.as_deref(), Some("SM1"));
+    assert_eq!(
+        (sent.segments, sent.cost_micro_eur),
+        (Some(1), Some(70_000))
+    );
+    assert_eq!(sent.message.body, "message");
     let retried = status_of(&w, claimed_by_a[1]).await;
     assert_eq!(retried.status, NotificationStatus::Pending);
     assert_eq!(retried.message.due_at, later);
