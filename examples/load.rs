@@ -221,8 +221,11 @@ async fn main() {
     // The local SMS provider.
     let (sms_base, phones) = support::sms_provider().await;
 
-    // guichet itself.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // guichet itself, on a runtime of its own, as `guichet serve` would run in a process of its
+    // own (as many worker threads as cores): the citizens' clients and the SMS provider do not
+    // queue in front of its requests, and a citizen's wait is the server's, not this tool's.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
         database_url: url.clone(),
@@ -237,15 +240,28 @@ async fn main() {
         codes_per_ip_per_hour: 0,
         ..Config::default()
     };
-    let app = App::new(
-        store.clone(),
-        Arc::new(SystemClock) as Arc<dyn Clock>,
-        config,
-        false,
-    );
-    tokio::spawn(async move {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("guichet")
+        .build()
+        .unwrap();
+    let (ready, serving) = tokio::sync::oneshot::channel();
+    server.spawn(async move {
+        // Its own store (connections, and SQLite's writer) belongs to its runtime.
+        let store = store::connect(&config.database_url)
+            .await
+            .expect("database");
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let app = App::new(
+            store,
+            Arc::new(SystemClock) as Arc<dyn Clock>,
+            config,
+            false,
+        );
+        ready.send(()).unwrap();
         app.serve(listener, std::future::pending()).await.unwrap();
     });
+    serving.await.expect("guichet started");
 
     println!(
         "rush on {}: {} citizens, {} slots, {} at a time",
@@ -326,6 +342,7 @@ async fn main() {
             support::percentile(values, 1.0)
         );
     }
+    server.shutdown_background();
     if let (Some(admin), Some(schema)) = (&args.postgres, schema) {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(admin)
