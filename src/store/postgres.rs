@@ -104,6 +104,16 @@ fn tls_pointless(url: &str, host: &str, env_mode: Option<&str>) -> bool {
     loopback && !in_url && env_mode.is_none()
 }
 
+/// Connections per instance: twice the cores and two more. Every connection is a PostgreSQL
+/// backend process; more of them than the cores can run only take turns, and they did so at a
+/// cost: on this 2-core machine the 10,000-slot rush ran at 324 bookings/s with 16 connections,
+/// 370 with 6 (PostgreSQL's CPU per booking 3.2 → 2.4 ms), 341 with 4 (too few to overlap the
+/// transactions' round trips).
+fn pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores * 2 + 2).unwrap_or(u32::MAX)
+}
+
 /// Maps PostgreSQL's SQLSTATEs to the store's errors.
 fn map_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
@@ -134,7 +144,7 @@ impl PgStore {
             options = options.ssl_mode(PgSslMode::Disable);
         }
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(pool_size())
             .acquire_timeout(LOCK_WAIT * 3)
             .connect_with(options)
             .await
