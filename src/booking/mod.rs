@@ -136,6 +136,15 @@ struct ConfigCache {
     entries: HashMap<CommuneId, CachedConfig>,
     /// Counts [`Engine::forget_config`] calls: a read that began before one is not kept.
     forgotten: u64,
+    /// The closures listings read, by commune and UTC span, kept for [`OCCUPANCY_TTL`] and
+    /// until this instance changes a commune's configuration.
+    closures: HashMap<(CommuneId, DateTime<Utc>, DateTime<Utc>), CachedClosures>,
+}
+
+struct CachedClosures {
+    read_at: DateTime<Utc>,
+    forgotten: u64,
+    closures: Vec<Closure>,
 }
 
 struct CachedConfig {
@@ -297,7 +306,10 @@ impl Engine {
     }
 
     /// Loads the commune's rules for `service` and the closures over local dates `from..=to`,
-    /// with the queries in parallel (each goes to its own pooled connection).
+    /// to list free slots. The closures are those a listing read in the last moment, as the
+    /// seats taken are ([`OCCUPANCY_TTL`]): a closure made on this instance shows at once, one
+    /// made on another within that delay — a booking reads them afresh
+    /// and refuses a closed slot.
     pub async fn slot_context(
         &self,
         commune: CommuneId,
@@ -305,12 +317,22 @@ impl Engine {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<SlotContext> {
+        self.context(commune, service, from, to, false).await
+    }
+
+    async fn context(
+        &self,
+        commune: CommuneId,
+        service: ServiceId,
+        from: NaiveDate,
+        to: NaiveDate,
+        fresh: bool,
+    ) -> Result<SlotContext> {
         let (start, end) = utc_span(from, to);
-        // Closures are read every time: an agent closing a broken station must take effect
-        // at once. The rest changes rarely and is cached for a moment.
-        let (config, closures) = tokio::try_join!(self.config(commune), async {
-            Ok(self.store.closures(commune, start, end).await?)
-        },)?;
+        let (config, closures) = tokio::try_join!(
+            self.config(commune),
+            self.closures(commune, start, end, fresh)
+        )?;
         let service = config
             .services
             .iter()
@@ -325,6 +347,48 @@ impl Engine {
             rules: config.rules.clone(),
             closures,
         })
+    }
+
+    /// A commune's closures over `[start, end)`: read now when `fresh`, otherwise possibly
+    /// as a listing read them a moment ago (see [`Engine::slot_context`]).
+    async fn closures(
+        &self,
+        commune: CommuneId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        fresh: bool,
+    ) -> Result<Vec<Closure>> {
+        let now = self.clock.now();
+        let key = (commune, start, end);
+        let forgotten = {
+            let cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+            if !fresh && let Some(cached) = cache.closures.get(&key) {
+                let age = now - cached.read_at;
+                if cached.forgotten == cache.forgotten
+                    && age >= Duration::zero()
+                    && age < occupancy::OCCUPANCY_TTL
+                {
+                    return Ok(cached.closures.clone());
+                }
+            }
+            cache.forgotten
+        };
+        let closures = self.store.closures(commune, start, end).await?;
+        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.forgotten == forgotten {
+            cache
+                .closures
+                .retain(|_, c| now - c.read_at < Duration::minutes(1) && c.read_at <= now);
+            cache.closures.insert(
+                key,
+                CachedClosures {
+                    read_at: now,
+                    forgotten,
+                    closures: closures.clone(),
+                },
+            );
+        }
+        Ok(closures)
     }
 
     /// A commune's configuration (services, locations, plannings, opening rules), read at
@@ -422,15 +486,17 @@ impl Engine {
 
     /// The slot context around one instant (the day before to the day after, so that the local
     /// date is covered in any time zone).
+    /// `fresh`: with the closures read now, to decide on (see [`Engine::slot_context`]).
     async fn context_at(
         &self,
         commune: CommuneId,
         service: ServiceId,
         at: DateTime<Utc>,
+        fresh: bool,
     ) -> Result<SlotContext> {
         let day = at.date_naive();
         let (before, after) = (day.pred_opt().unwrap_or(day), day.succ_opt().unwrap_or(day));
-        self.slot_context(commune, service, before, after).await
+        self.context(commune, service, before, after, fresh).await
     }
 
     /// Free slots of a service, in time order. With a limit, the search reads a few days at a
@@ -572,7 +638,25 @@ impl Engine {
         with_code: bool,
     ) -> Result<(Appointment, Option<CodeDestination>)> {
         let now = self.clock.now();
-        let ctx = self.context_at(req.commune, req.service, req.start).await?;
+        // Under a rush most holds are refused: a slot taken a moment ago is refused on what the
+        // listings read (at most one query, the seats afresh) before the closures are read
+        // for a decision.
+        let listed = self
+            .context_at(req.commune, req.service, req.start, false)
+            .await?;
+        validate_request(req, &listed, mode)?;
+        let end = req.start + listed.service.duration_for(req.persons);
+        let looked = match offered(&listed, now, req.start, req.persons, req.location) {
+            Ok(offered) => Some(
+                self.likely_free(&listed, &offered, req.start, end, now, None, true)
+                    .await?,
+            ),
+            // Maybe a closure that has just been lifted: the fresh read says.
+            Err(_) => None,
+        };
+        let ctx = self
+            .context_at(req.commune, req.service, req.start, true)
+            .await?;
         validate_request(req, &ctx, mode)?;
         let destination = if with_code {
             Some(code_destination(&req.citizen, &ctx.commune)?)
@@ -581,9 +665,21 @@ impl Engine {
         };
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
-        let mut likely = self
-            .likely_free(&ctx, &offered, req.start, end, now, None, true)
-            .await?;
+        let mut likely = match looked {
+            Some(mut looked) => {
+                looked.plannings.retain(|p| offered.contains(p));
+                looked
+            }
+            None => LikelyFree {
+                plannings: Vec::new(),
+                fresh: false,
+            },
+        };
+        if likely.plannings.is_empty() {
+            likely = self
+                .likely_free(&ctx, &offered, req.start, end, now, None, true)
+                .await?;
+        }
         let opted_out = match &req.citizen.phone {
             Some(phone) if mode == BookingMode::Confirmed => {
                 self.store.is_sms_opted_out(phone.as_str()).await?
@@ -595,7 +691,11 @@ impl Engine {
             let mut tx = self.store.begin().await?;
             match take_seat(tx.as_mut(), &likely.plannings, req.start, end, now).await? {
                 Some(taken) => break (tx, taken),
-                None if likely.fresh => return Err(BookingError::SlotTaken),
+                // Read just now, or the transaction has just seen every offered planning
+                // busy: taken.
+                None if likely.fresh || likely.plannings.len() == offered.len() => {
+                    return Err(BookingError::SlotTaken);
+                }
                 // A listing's snapshot pointed at seats taken since: before saying "taken",
                 // look at what is free now.
                 None => {
@@ -965,7 +1065,7 @@ impl Engine {
             return Ok(());
         }
         let ctx = self
-            .context_at(before.commune_id, before.service_id, before.starts_at)
+            .context_at(before.commune_id, before.service_id, before.starts_at, true)
             .await?;
         let offered = offered(
             &ctx,
@@ -1168,7 +1268,7 @@ impl Engine {
             return Ok(current);
         }
         let ctx = self
-            .context_at(current.commune_id, current.service_id, start)
+            .context_at(current.commune_id, current.service_id, start, true)
             .await?;
         let persons = current.persons as u32;
         let offered = offered(&ctx, now, start, persons, location)?;

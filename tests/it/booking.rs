@@ -588,6 +588,59 @@ both_backends!(
     a_lapsed_hold_is_not_confirmed_into_a_closure
 );
 
+/// Listings reuse the closures read a moment ago, as they reuse the seats taken: a closure
+/// made through this instance shows at once, one made through another within
+/// `OCCUPANCY_TTL`; a booking always reads them afresh and refuses a closed slot.
+async fn listings_see_closures_as_bookings_must(db: TestDb) {
+    let w = World::new(db).await;
+    let (nine, ten) = (tuesday(9, 0), tuesday(10, 0));
+    let free = free_starts(&w, Some(w.town_hall)).await;
+    assert!(free.contains(&nine) && free.contains(&ten));
+    // Another instance closes the counter at nine.
+    w.store()
+        .insert_closure(&NewClosure {
+            commune_id: w.commune,
+            planning_id: Some(w.counter),
+            location_id: None,
+            starts_at: nine,
+            ends_at: nine + Duration::minutes(20),
+            reason: "Panne".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        free_starts(&w, Some(w.town_hall)).await.contains(&nine),
+        "within the moment"
+    );
+    let mut request = w.request(w.titres, nine, 1);
+    request.location = Some(w.town_hall);
+    let err = w
+        .engine
+        .book(&request, BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotUnavailable), "{err:?}");
+    w.clock.advance(guichet::booking::OCCUPANCY_TTL);
+    assert!(!free_starts(&w, Some(w.town_hall)).await.contains(&nine));
+    // This instance closes ten o'clock: gone from the listing at once.
+    w.engine
+        .close_period(
+            &NewClosure {
+                commune_id: w.commune,
+                planning_id: Some(w.counter),
+                location_id: None,
+                starts_at: ten,
+                ends_at: ten + Duration::minutes(20),
+                reason: "Panne".into(),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(!free_starts(&w, Some(w.town_hall)).await.contains(&ten));
+}
+both_backends!(closures_in_listings, listings_see_closures_as_bookings_must);
+
 async fn requests_are_validated(db: TestDb) {
     let w = World::new(db).await;
     let engine = &w.engine;
