@@ -136,6 +136,8 @@ struct ConfigCache {
     entries: HashMap<CommuneId, CachedConfig>,
     /// Counts [`Engine::forget_config`] calls: a read that began before one is not kept.
     forgotten: u64,
+    /// Taken by the request that reads a commune's configuration the first time.
+    loading: HashMap<CommuneId, Arc<tokio::sync::Mutex<()>>>,
     /// The closures listings read, by commune and UTC span, kept for [`OCCUPANCY_TTL`] and
     /// until this instance changes a commune's configuration.
     closures: HashMap<(CommuneId, DateTime<Utc>, DateTime<Utc>), CachedClosures>,
@@ -396,18 +398,32 @@ impl Engine {
     /// within that delay; [`Engine::forget_config`] makes this instance's own changes show at
     /// once. Bookings never depend on it for capacity: the transaction decides that.
     pub async fn config(&self, commune: CommuneId) -> Result<Arc<CommuneConfig>> {
-        let now = std::time::Instant::now();
-        let forgotten = {
-            let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(cached) = cache.entries.get_mut(&commune) {
-                let age = now.duration_since(cached.read_at);
-                // When it expires under load, one request reads it again, not all of them.
-                if age < CONFIG_TTL || (cached.refreshing && age < CONFIG_SERVED_WHILE_REFRESHED) {
-                    return Ok(cached.config.clone());
+        // The first requests for a commune (a rush on a server just started, or just after a
+        // change) wait for one read instead of all reading: five queries each.
+        let mut _first_read = None;
+        let (now, forgotten) = loop {
+            let now = std::time::Instant::now();
+            let loading = {
+                let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(cached) = cache.entries.get_mut(&commune) {
+                    let age = now.duration_since(cached.read_at);
+                    // When it expires under load, one request reads it again while the others
+                    // go on with it.
+                    if age < CONFIG_TTL
+                        || (cached.refreshing && age < CONFIG_SERVED_WHILE_REFRESHED)
+                    {
+                        return Ok(cached.config.clone());
+                    }
+                    cached.refreshing = true;
+                    break (now, cache.forgotten);
                 }
-                cached.refreshing = true;
-            }
-            cache.forgotten
+                if _first_read.is_some() {
+                    break (now, cache.forgotten);
+                }
+                cache.loading.entry(commune).or_default().clone()
+            };
+            // Once the lock is ours, look again: the read we waited for may have kept it.
+            _first_read = Some(loading.lock_owned().await);
         };
         let store = &self.store;
         let read = tokio::try_join!(
