@@ -134,13 +134,28 @@ pub struct Engine {
 #[derive(Default)]
 struct ConfigCache {
     entries: HashMap<CommuneId, CachedConfig>,
-    /// Counts [`Engine::forget_config`] calls: a read that began before one is not kept.
-    forgotten: u64,
-    /// Taken by the request that reads a commune's configuration the first time.
+    /// Counts each commune's [`Engine::forget_config`] calls: a read that began before one is
+    /// not kept.
+    forgotten: HashMap<CommuneId, u64>,
+    /// Present while a request reads a commune's configuration for the first time; those
+    /// arriving meanwhile wait for it (see [`Engine::config`]).
     loading: HashMap<CommuneId, Arc<tokio::sync::Mutex<()>>>,
     /// The closures listings read, by commune and UTC span, kept for [`OCCUPANCY_TTL`] and
-    /// until this instance changes a commune's configuration.
+    /// until this instance changes the commune's configuration.
     closures: HashMap<(CommuneId, DateTime<Utc>, DateTime<Utc>), CachedClosures>,
+}
+
+impl ConfigCache {
+    fn forgotten(&self, commune: CommuneId) -> u64 {
+        self.forgotten.get(&commune).copied().unwrap_or(0)
+    }
+}
+
+struct CachedConfig {
+    read_at: std::time::Instant,
+    config: Arc<CommuneConfig>,
+    /// A request is reading it again; the others go on with this one meanwhile.
+    refreshing: bool,
 }
 
 struct CachedClosures {
@@ -149,11 +164,25 @@ struct CachedClosures {
     closures: Vec<Closure>,
 }
 
-struct CachedConfig {
-    read_at: std::time::Instant,
-    config: Arc<CommuneConfig>,
-    /// A request is reading it again; the others go on with this one meanwhile.
-    refreshing: bool,
+/// A request's read of a commune's configuration, however it ends (kept, failed, dropped
+/// midway): the entry it was refreshing is no longer marked so, and the requests waiting for
+/// a first read go on.
+struct ConfigRead {
+    cache: Arc<Mutex<ConfigCache>>,
+    commune: CommuneId,
+    first: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for ConfigRead {
+    fn drop(&mut self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.entries.get_mut(&self.commune) {
+            cached.refreshing = false;
+        }
+        if self.first.is_some() {
+            cache.loading.remove(&self.commune);
+        }
+    }
 }
 
 /// How long an expired configuration is still served while one request reads it again.
@@ -319,22 +348,25 @@ impl Engine {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<SlotContext> {
-        self.context(commune, service, from, to, false).await
+        self.context(commune, service, from, to, Some(false)).await
     }
 
+    /// `closures`: None to leave them out, `Some(fresh)` to read them now or not.
     async fn context(
         &self,
         commune: CommuneId,
         service: ServiceId,
         from: NaiveDate,
         to: NaiveDate,
-        fresh: bool,
+        closures: Option<bool>,
     ) -> Result<SlotContext> {
         let (start, end) = utc_span(from, to);
-        let (config, closures) = tokio::try_join!(
-            self.config(commune),
-            self.closures(commune, start, end, fresh)
-        )?;
+        let (config, closures) = tokio::try_join!(self.config(commune), async {
+            match closures {
+                Some(fresh) => self.closures(commune, start, end, fresh).await,
+                None => Ok(Vec::new()),
+            }
+        })?;
         let service = config
             .services
             .iter()
@@ -366,18 +398,18 @@ impl Engine {
             let cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
             if !fresh && let Some(cached) = cache.closures.get(&key) {
                 let age = now - cached.read_at;
-                if cached.forgotten == cache.forgotten
+                if cached.forgotten == cache.forgotten(commune)
                     && age >= Duration::zero()
                     && age < occupancy::OCCUPANCY_TTL
                 {
                     return Ok(cached.closures.clone());
                 }
             }
-            cache.forgotten
+            cache.forgotten(commune)
         };
         let closures = self.store.closures(commune, start, end).await?;
         let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.forgotten == forgotten {
+        if cache.forgotten(commune) == forgotten {
             cache
                 .closures
                 .retain(|_, c| now - c.read_at < Duration::minutes(1) && c.read_at <= now);
@@ -398,13 +430,12 @@ impl Engine {
     /// within that delay; [`Engine::forget_config`] makes this instance's own changes show at
     /// once. Bookings never depend on it for capacity: the transaction decides that.
     pub async fn config(&self, commune: CommuneId) -> Result<Arc<CommuneConfig>> {
-        // The first requests for a commune (a rush on a server just started, or just after a
-        // change) wait for one read instead of all reading: five queries each.
-        let mut _first_read = None;
-        let (now, forgotten) = loop {
+        let mut waited = false;
+        let (now, forgotten, _read) = loop {
             let now = std::time::Instant::now();
-            let loading = {
+            let first_read = {
                 let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+                let forgotten = cache.forgotten(commune);
                 if let Some(cached) = cache.entries.get_mut(&commune) {
                     let age = now.duration_since(cached.read_at);
                     // When it expires under load, one request reads it again while the others
@@ -415,34 +446,44 @@ impl Engine {
                         return Ok(cached.config.clone());
                     }
                     cached.refreshing = true;
-                    break (now, cache.forgotten);
+                    let read = ConfigRead {
+                        cache: self.configs.clone(),
+                        commune,
+                        first: None,
+                    };
+                    break (now, forgotten, read);
                 }
-                if _first_read.is_some() {
-                    break (now, cache.forgotten);
+                match cache.loading.get(&commune) {
+                    // The first requests for a commune (a rush on a server just started) wait
+                    // for one read instead of all reading: five queries each. If that read
+                    // failed, each reads for itself.
+                    Some(first_read) if !waited => first_read.clone(),
+                    _ => {
+                        let lock = Arc::new(tokio::sync::Mutex::new(()));
+                        let first = lock.clone().try_lock_owned().ok();
+                        if first.is_some() && !waited {
+                            cache.loading.insert(commune, lock);
+                        }
+                        let read = ConfigRead {
+                            cache: self.configs.clone(),
+                            commune,
+                            first: first.filter(|_| !waited),
+                        };
+                        break (now, forgotten, read);
+                    }
                 }
-                cache.loading.entry(commune).or_default().clone()
             };
-            // Once the lock is ours, look again: the read we waited for may have kept it.
-            _first_read = Some(loading.lock_owned().await);
+            drop(first_read.lock().await);
+            waited = true;
         };
         let store = &self.store;
-        let read = tokio::try_join!(
+        let (found, services, locations, plannings, rules) = tokio::try_join!(
             store.commune(commune),
             store.services(commune),
             store.locations(commune),
             store.plannings(commune),
             store.opening_rules(commune),
-        );
-        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        let (found, services, locations, plannings, rules) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                if let Some(cached) = cache.entries.get_mut(&commune) {
-                    cached.refreshing = false;
-                }
-                return Err(e.into());
-            }
-        };
+        )?;
         let config = Arc::new(CommuneConfig {
             commune: found.ok_or(BookingError::CommuneNotFound)?,
             services,
@@ -450,8 +491,9 @@ impl Engine {
             plannings,
             rules,
         });
+        let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
         // Read before a change this instance made and forgot: answer with it, keep nothing.
-        if cache.forgotten == forgotten {
+        if cache.forgotten(commune) == forgotten {
             cache.entries.insert(
                 commune,
                 CachedConfig {
@@ -496,23 +538,25 @@ impl Engine {
     /// Drops the cached configuration of a commune (after changing it).
     pub fn forget_config(&self, commune: CommuneId) {
         let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-        cache.forgotten += 1;
+        *cache.forgotten.entry(commune).or_default() += 1;
         cache.entries.remove(&commune);
     }
 
     /// The slot context around one instant (the day before to the day after, so that the local
     /// date is covered in any time zone).
-    /// `fresh`: with the closures read now, to decide on (see [`Engine::slot_context`]).
+    /// With the closures read now, to decide on (see [`Engine::slot_context`]); or, with
+    /// `closures` false, without them.
     async fn context_at(
         &self,
         commune: CommuneId,
         service: ServiceId,
         at: DateTime<Utc>,
-        fresh: bool,
+        closures: bool,
     ) -> Result<SlotContext> {
         let day = at.date_naive();
         let (before, after) = (day.pred_opt().unwrap_or(day), day.succ_opt().unwrap_or(day));
-        self.context(commune, service, before, after, fresh).await
+        self.context(commune, service, before, after, closures.then_some(true))
+            .await
     }
 
     /// Free slots of a service, in time order. With a limit, the search reads a few days at a
@@ -654,31 +698,30 @@ impl Engine {
         with_code: bool,
     ) -> Result<(Appointment, Option<CodeDestination>)> {
         let now = self.clock.now();
-        // Under a rush most holds are refused: a slot taken a moment ago is refused on what the
-        // listings read (at most one query, the seats afresh) before the closures are read
-        // for a decision.
-        let listed = self
+        // Under a rush most holds are refused. A slot taken a moment ago is refused on what
+        // the listings read (after one query, the seats afresh) before the closures are read:
+        // this first look leaves them out, so it refuses only when every planning whose rules
+        // offer the slot is taken, closed or not.
+        let rules = self
             .context_at(req.commune, req.service, req.start, false)
             .await?;
-        validate_request(req, &listed, mode)?;
-        let end = req.start + listed.service.duration_for(req.persons);
-        let looked = match offered(&listed, now, req.start, req.persons, req.location) {
+        validate_request(req, &rules, mode)?;
+        let destination = if with_code {
+            Some(code_destination(&req.citizen, &rules.commune)?)
+        } else {
+            None
+        };
+        let end = req.start + rules.service.duration_for(req.persons);
+        let looked = match offered(&rules, now, req.start, req.persons, req.location) {
             Ok(offered) => Some(
-                self.likely_free(&listed, &offered, req.start, end, now, None, true)
+                self.likely_free(&rules, &offered, req.start, end, now, None, true)
                     .await?,
             ),
-            // Maybe a closure that has just been lifted: the fresh read says.
             Err(_) => None,
         };
         let ctx = self
             .context_at(req.commune, req.service, req.start, true)
             .await?;
-        validate_request(req, &ctx, mode)?;
-        let destination = if with_code {
-            Some(code_destination(&req.citizen, &ctx.commune)?)
-        } else {
-            None
-        };
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
         let mut likely = match looked {
@@ -1418,14 +1461,14 @@ fn check_movable(appointment: &Appointment, now: DateTime<Utc>) -> Result<()> {
     }
 }
 
-/// The schema refused a seat: someone else got it between our read and our write, or the
-/// planning lost seats meanwhile.
 /// The offered plannings that looked free, and whether that was read just now.
 struct LikelyFree {
     plannings: Vec<(PlanningId, LocationId)>,
     fresh: bool,
 }
 
+/// The schema refused a seat: someone else got it between our read and our write, or the
+/// planning lost seats meanwhile.
 fn seat_conflict(e: StoreError) -> BookingError {
     if e.is_constraint("appointments_no_overlap") {
         // Another transaction took the seat chosen (PostgreSQL: seats are chosen without

@@ -958,14 +958,18 @@ mod sql {
     pub const BUSY_SEATS: &str = "SELECT seat FROM appointments WHERE planning_id = $1 AND seat IS NOT NULL \
         AND starts_at < $3 AND ends_at > $2";
     /// PostgreSQL only (a data-modifying `WITH`): [`RELEASE_EXPIRED`] and [`BUSY_SEATS`]
-    /// with the planning, `$4` now. The query sees the rows as they were before the release:
-    /// the holds it releases are left out by id.
+    /// with the planning, `$4` now. The query sees the rows as they were when it began: the
+    /// holds it releases are left out by id, and so are holds expired by then that another
+    /// transaction was releasing meanwhile (the release skips those once it has waited for it).
+    /// Should one of them still sit on its seat — or an appointment committed after the query
+    /// began, which it does not see — the schema refuses the insert and the booking runs again.
     pub const SEATS_OF: &str = "WITH released AS (UPDATE appointments SET status = 'expired', seat = NULL, \
             version = version + 1, updated_at = $4 \
             WHERE planning_id = $1 AND status = 'held' AND hold_expires_at <= $4 RETURNING id) \
         SELECT p.id, p.commune_id, p.name, p.capacity, p.active, \
             ARRAY(SELECT a.seat FROM appointments a WHERE a.planning_id = $1 AND a.seat IS NOT NULL \
                 AND a.starts_at < $3 AND a.ends_at > $2 \
+                AND NOT (a.status = 'held' AND a.hold_expires_at <= $4) \
                 AND a.id NOT IN (SELECT id FROM released)) \
         FROM plannings p WHERE p.id = $1";
 
