@@ -459,15 +459,15 @@ impl Engine {
                     // failed, each reads for itself.
                     Some(first_read) if !waited => first_read.clone(),
                     _ => {
-                        let lock = Arc::new(tokio::sync::Mutex::new(()));
-                        let first = lock.clone().try_lock_owned().ok();
-                        if first.is_some() && !waited {
-                            cache.loading.insert(commune, lock);
-                        }
+                        let first = (!waited).then(|| {
+                            let lock = Arc::new(tokio::sync::Mutex::new(()));
+                            cache.loading.insert(commune, lock.clone());
+                            lock.try_lock_owned().expect("a new lock is free")
+                        });
                         let read = ConfigRead {
                             cache: self.configs.clone(),
                             commune,
-                            first: first.filter(|_| !waited),
+                            first,
                         };
                         break (now, forgotten, read);
                     }
