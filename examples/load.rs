@@ -87,6 +87,14 @@ async fn database_url(
     }
 }
 
+/// What a citizen reads of a listed slot (read as such: this tool shares the machine with the
+/// server, and a citizen's phone would not spend the server's CPU on the rest).
+#[derive(serde::Deserialize)]
+struct Listed {
+    start: String,
+    location: i64,
+}
+
 #[derive(Default)]
 struct Stats {
     slots_ms: Vec<f64>,
@@ -113,67 +121,68 @@ async fn citizen(
     };
     // Like a person with the list on screen: pick one at random; if someone else got it, pick
     // another from the same list; after three misses, look the list up again.
-    let mut list: Vec<Value> = Vec::new();
+    let mut list: Vec<Listed> = Vec::new();
     let mut attempts = 0;
     let mut misses = 0;
-    let held =
-        loop {
-            attempts += 1;
-            if attempts > 50 {
-                return fail("gave up after 50 tries".into());
-            }
-            if list.is_empty() || misses >= 3 {
-                misses = 0;
-                let t = Instant::now();
-                let slots: Value = match client
-                    .get(format!(
-                        "{base}/api/v1/communes/ruee/slots?service={service}&limit=100"
-                    ))
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.json().await.unwrap_or(Value::Null),
-                    Err(e) => return fail(format!("slots: {e}")),
-                };
-                stats
-                    .lock()
-                    .unwrap()
-                    .slots_ms
-                    .push(t.elapsed().as_secs_f64() * 1000.0);
-                list = slots.as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
-                    stats.lock().unwrap().no_slot += 1;
-                    return;
-                }
-            }
-            let pick = list.swap_remove(rand::random_range(0..list.len()));
+    let held = loop {
+        attempts += 1;
+        if attempts > 50 {
+            return fail("gave up after 50 tries".into());
+        }
+        if list.is_empty() || misses >= 3 {
+            misses = 0;
             let t = Instant::now();
-            let response = match client
+            let slots: Vec<Listed> = match client
+                .get(format!(
+                    "{base}/api/v1/communes/ruee/slots?service={service}&limit=100"
+                ))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(e) => return fail(format!("slots: {e}")),
+            };
+            stats
+                .lock()
+                .unwrap()
+                .slots_ms
+                .push(t.elapsed().as_secs_f64() * 1000.0);
+            list = slots;
+            if list.is_empty() {
+                stats.lock().unwrap().no_slot += 1;
+                return;
+            }
+        }
+        let pick = list.swap_remove(rand::random_range(0..list.len()));
+        let t = Instant::now();
+        let response = match client
             .post(format!("{base}/api/v1/communes/ruee/appointments"))
-            .json(&json!({"service": service, "start": pick["start"], "location": pick["location"],
-                          "name": format!("Usager {n}"), "phone": phone}))
+            .json(
+                &json!({"service": service, "start": pick.start, "location": pick.location,
+                          "name": format!("Usager {n}"), "phone": phone}),
+            )
             .send()
             .await
         {
             Ok(r) => r,
             Err(e) => return fail(format!("hold: {e}")),
         };
-            let status = response.status().as_u16();
-            let held: Value = response.json().await.unwrap_or(Value::Null);
-            stats
-                .lock()
-                .unwrap()
-                .hold_ms
-                .push(t.elapsed().as_secs_f64() * 1000.0);
-            match (status, held["code"].as_str()) {
-                (201, _) => break held,
-                (409, Some("slot_taken")) | (422, Some("slot_unavailable")) => {
-                    stats.lock().unwrap().taken_retries += 1;
-                    misses += 1;
-                }
-                (s, c) => return fail(format!("hold {s} {}", c.unwrap_or(""))),
+        let status = response.status().as_u16();
+        let held: Value = response.json().await.unwrap_or(Value::Null);
+        stats
+            .lock()
+            .unwrap()
+            .hold_ms
+            .push(t.elapsed().as_secs_f64() * 1000.0);
+        match (status, held["code"].as_str()) {
+            (201, _) => break held,
+            (409, Some("slot_taken")) | (422, Some("slot_unavailable")) => {
+                stats.lock().unwrap().taken_retries += 1;
+                misses += 1;
             }
-        };
+            (s, c) => return fail(format!("hold {s} {}", c.unwrap_or(""))),
+        }
+    };
     {
         let id = held["id"].as_str().unwrap_or_default().to_owned();
         let digits =
