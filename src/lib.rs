@@ -162,6 +162,12 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let started = std::time::Instant::now();
+        let _ = tokio::task::spawn_blocking(domain::values::PhoneE164::warm_up).await;
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "telephone numbering tables loaded"
+        );
         let stop_worker = CancellationToken::new();
         let worker = self
             .run_worker

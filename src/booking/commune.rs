@@ -181,7 +181,7 @@ impl Engine {
         let target = match candidate {
             Some((start, location)) => {
                 let ctx = self
-                    .context_at(before.commune_id, before.service_id, start, true)
+                    .context_at(before.commune_id, before.service_id, start, Some(true))
                     .await?;
                 let persons = before.persons.max(1) as u32;
                 let offers = offered(&ctx, now, start, persons, Some(location))?;

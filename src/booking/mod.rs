@@ -36,7 +36,7 @@ use crate::domain::{
 use crate::domain::{MessageChannel, NotificationKind};
 use crate::notify::templates::Subject;
 use crate::notify::{CodeDestination, Notifier};
-use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Store, StoreError, StoreTx};
+use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Seats, Store, StoreError, StoreTx};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::HashMap;
 use std::future::Future;
@@ -128,6 +128,9 @@ pub struct Engine {
     listings: Arc<occupancy::OccupancyCache>,
     /// Slugs never change: each one's commune id, once found.
     slugs: Arc<Mutex<HashMap<String, CommuneId>>>,
+    /// Taken by a request looking up a slug not known yet: the first requests of a server
+    /// just started in a rush look it up once, not each.
+    slug_lookup: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Each commune's configuration and when it was read.
@@ -235,6 +238,7 @@ impl Engine {
             configs: Arc::default(),
             listings: Arc::default(),
             slugs: Arc::default(),
+            slug_lookup: Arc::default(),
         }
     }
 
@@ -509,13 +513,18 @@ impl Engine {
     /// The commune of a slug, from the cached configuration (every request of a page or of the
     /// API names its commune: a query each time is a query for nothing).
     pub async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
-        let known = self
-            .slugs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(slug)
-            .copied();
-        let id = match known {
+        let known = || {
+            self.slugs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(slug)
+                .copied()
+        };
+        let mut looking_up = None;
+        if known().is_none() {
+            looking_up = Some(self.slug_lookup.lock().await);
+        }
+        let id = match known() {
             Some(id) => id,
             None => match self.store.commune_by_slug(slug).await? {
                 Some(commune) => {
@@ -528,6 +537,7 @@ impl Engine {
                 None => return Ok(None),
             },
         };
+        drop(looking_up);
         match self.config(id).await {
             Ok(config) => Ok(Some(config.commune.clone())),
             Err(BookingError::CommuneNotFound) => Ok(None),
@@ -543,19 +553,19 @@ impl Engine {
     }
 
     /// The slot context around one instant (the day before to the day after, so that the local
-    /// date is covered in any time zone).
-    /// With the closures read now, to decide on (see [`Engine::slot_context`]); or, with
-    /// `closures` false, without them.
+    /// date is covered in any time zone). `closures` as for [`Engine::context`]: read now
+    /// (`Some(true)`), as listed a moment ago (`Some(false)`: the transaction that books
+    /// reads them again, see [`StoreTx::seats_of`]), or left out.
     async fn context_at(
         &self,
         commune: CommuneId,
         service: ServiceId,
         at: DateTime<Utc>,
-        closures: bool,
+        closures: Option<bool>,
     ) -> Result<SlotContext> {
         let day = at.date_naive();
         let (before, after) = (day.pred_opt().unwrap_or(day), day.succ_opt().unwrap_or(day));
-        self.context(commune, service, before, after, closures.then_some(true))
+        self.context(commune, service, before, after, closures)
             .await
     }
 
@@ -605,7 +615,9 @@ impl Engine {
                 limit: filter.limit.map(|l| l.saturating_sub(found.len())),
                 ..filter
             };
-            found.extend(cpu_bound(|| {
+            // With a limit the search stops early (the next 100 slots: a tenth of a millisecond);
+            // without one it may walk months of a busy diary.
+            found.extend(cpu_bound(filter.limit.is_none(), || {
                 ctx.search(now).free_slots(&window_filter, &taken)
             }));
             if filter.limit.is_some_and(|l| found.len() >= l) {
@@ -627,14 +639,21 @@ impl Engine {
         span: occupancy::Span,
         now: DateTime<Utc>,
     ) -> Result<Occupancy> {
-        let ticket = match self.listings.lookup(span, now) {
-            occupancy::Lookup::Use(taken) => return Ok(taken),
-            occupancy::Lookup::Read(ticket) => ticket,
+        let mut waited = false;
+        let ticket = loop {
+            match self.listings.lookup(span, now, waited) {
+                occupancy::Lookup::Use(taken) => return Ok(taken),
+                occupancy::Lookup::Read(ticket) => break ticket,
+                occupancy::Lookup::Wait(reading) => {
+                    drop(reading.lock().await);
+                    waited = true;
+                }
+            }
         };
         let (commune, start, end) = span;
         match self.store.occupancy(commune, start, end, now).await {
             Ok(rows) => {
-                let snapshot = cpu_bound(|| Occupancy::new(rows));
+                let snapshot = cpu_bound(rows.len() > HEAVY_OCCUPANCY, || Occupancy::new(rows));
                 Ok(self.listings.store(ticket, snapshot))
             }
             Err(e) => {
@@ -698,47 +717,23 @@ impl Engine {
         with_code: bool,
     ) -> Result<(Appointment, Option<CodeDestination>)> {
         let now = self.clock.now();
-        // Under a rush most holds are refused. A slot taken a moment ago is refused on what
-        // the listings read (after one query, the seats afresh) before the closures are read:
-        // this first look leaves them out, so it refuses only when every planning whose rules
-        // offer the slot is taken, closed or not.
-        let rules = self
-            .context_at(req.commune, req.service, req.start, false)
+        // Under a rush most holds are refused, and on what the listings read a moment ago:
+        // the closures as they are listed (the transaction reads them again), the seats
+        // taken as they are listed.
+        let ctx = self
+            .context_at(req.commune, req.service, req.start, Some(false))
             .await?;
-        validate_request(req, &rules, mode)?;
+        validate_request(req, &ctx, mode)?;
         let destination = if with_code {
-            Some(code_destination(&req.citizen, &rules.commune)?)
+            Some(code_destination(&req.citizen, &ctx.commune)?)
         } else {
             None
         };
-        let end = req.start + rules.service.duration_for(req.persons);
-        let looked = match offered(&rules, now, req.start, req.persons, req.location) {
-            Ok(offered) => Some(
-                self.likely_free(&rules, &offered, req.start, end, now, None, true)
-                    .await?,
-            ),
-            Err(_) => None,
-        };
-        let ctx = self
-            .context_at(req.commune, req.service, req.start, true)
-            .await?;
         let offered = offered(&ctx, now, req.start, req.persons, req.location)?;
         let end = req.start + ctx.service.duration_for(req.persons);
-        let mut likely = match looked {
-            Some(mut looked) => {
-                looked.plannings.retain(|p| offered.contains(p));
-                looked
-            }
-            None => LikelyFree {
-                plannings: Vec::new(),
-                fresh: false,
-            },
-        };
-        if likely.plannings.is_empty() {
-            likely = self
-                .likely_free(&ctx, &offered, req.start, end, now, None, true)
-                .await?;
-        }
+        let mut likely = self
+            .likely_free(&ctx, &offered, req.start, end, now, None, true)
+            .await?;
         let opted_out = match &req.citizen.phone {
             Some(phone) if mode == BookingMode::Confirmed => {
                 self.store.is_sms_opted_out(phone.as_str()).await?
@@ -1027,7 +1022,7 @@ impl Engine {
     /// but a transaction that tries only these locks nothing for nothing: with seventy stations
     /// and most of them full, that is the difference between one try and seventy.
     /// With `from_listings`, a listing's recent snapshot may answer (see
-    /// [`occupancy::OccupancyCache::covering`]); "none free" always comes from a fresh read.
+    /// [`occupancy::OccupancyCache::covering`]), "none free" included.
     #[allow(clippy::too_many_arguments)]
     async fn likely_free(
         &self,
@@ -1053,20 +1048,24 @@ impl Engine {
                 })
                 .collect()
         };
-        // What a listing read a moment ago is enough to say where to try; to say "taken",
-        // only a fresh read will do (the seat may have been freed on another instance).
+        // What a listing read a moment ago is enough to say where to try, and to say "taken":
+        // the slot is not in the listings either. Only a seat freed on another instance in
+        // that moment is missed (one freed here makes the listings read again); the citizen
+        // is told "taken" a moment longer, as the listings show it. Under a rush most holds
+        // are refused, and this way without a query.
         if let Some(snapshot) = self
             .listings
             .covering(ctx.commune.id, start, end, now)
             .filter(|_| from_listings)
         {
             let free = free_in(&snapshot);
-            if !free.is_empty() {
-                return Ok(LikelyFree {
-                    plannings: free,
-                    fresh: false,
-                });
+            if free.is_empty() {
+                return Err(BookingError::SlotTaken);
             }
+            return Ok(LikelyFree {
+                plannings: free,
+                fresh: false,
+            });
         }
         let occupancy = Occupancy::new(
             self.store
@@ -1124,7 +1123,12 @@ impl Engine {
             return Ok(());
         }
         let ctx = self
-            .context_at(before.commune_id, before.service_id, before.starts_at, true)
+            .context_at(
+                before.commune_id,
+                before.service_id,
+                before.starts_at,
+                Some(true),
+            )
             .await?;
         let offered = offered(
             &ctx,
@@ -1327,7 +1331,7 @@ impl Engine {
             return Ok(current);
         }
         let ctx = self
-            .context_at(current.commune_id, current.service_id, start, true)
+            .context_at(current.commune_id, current.service_id, start, Some(true))
             .await?;
         let persons = current.persons as u32;
         let offered = offered(&ctx, now, start, persons, location)?;
@@ -1524,7 +1528,11 @@ async fn retake_seat(
         appointment.ends_at,
         now,
     )
-    .await?
+    .await
+    .map_err(|e| match e {
+        BookingError::SlotUnavailable => BookingError::HoldExpired,
+        other => other,
+    })?
     else {
         return Err(BookingError::HoldExpired);
     };
@@ -1532,11 +1540,12 @@ async fn retake_seat(
     Ok(appointment)
 }
 
-/// A free seat on the first of `offered` that has one. The plannings are read, not locked (see
-/// [`StoreTx::planning`]): on SQLite the transaction is the only writer anyway; on PostgreSQL
-/// bookings of different slots of one planning go side by side rather than one after the other,
-/// those aiming at one seat at one time wait for each other ([`StoreTx::lock_seat`]), and the
-/// database refuses a seat taken twice.
+/// A free seat on the first of `offered` that has one; `SlotUnavailable` when a closure (read
+/// here, in the transaction) or a planning put out of service leaves none of them open. The
+/// plannings are read, not locked (see [`StoreTx::planning`]): on SQLite the transaction is the
+/// only writer anyway; on PostgreSQL bookings of different slots of one planning go side by side
+/// rather than one after the other, those aiming at one seat at one time wait for each other
+/// ([`StoreTx::lock_seat`]), and the database refuses a seat taken twice.
 async fn take_seat(
     tx: &mut dyn StoreTx,
     offered: &[(PlanningId, LocationId)],
@@ -1544,13 +1553,22 @@ async fn take_seat(
     end: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Option<(PlanningId, LocationId, i32)>> {
+    let mut open = false;
     for &(planning_id, location_id) in offered {
-        let Some((planning, mut busy)) = tx.seats_of(planning_id, start, end, now).await? else {
+        let Some(Seats {
+            planning,
+            mut busy,
+            closed,
+        }) = tx
+            .seats_of(planning_id, location_id, start, end, now)
+            .await?
+        else {
             continue;
         };
-        if !planning.active {
+        if !planning.active || closed {
             continue;
         }
+        open = true;
         // Bounded: each turn finds the seat it chose taken.
         for _ in 0..=planning.capacity {
             let Some(seat) = choose_seat(planning.capacity, &busy) else {
@@ -1566,6 +1584,9 @@ async fn take_seat(
                 return Ok(Some((planning_id, location_id, seat)));
             }
         }
+    }
+    if !open && !offered.is_empty() {
+        return Err(BookingError::SlotUnavailable);
     }
     Ok(None)
 }
@@ -1724,7 +1745,17 @@ fn validate_citizen(
 /// other tasks of its runtime thread: tokio does not preempt, so a task that computes keeps
 /// every task queued behind it waiting. On a multi-threaded runtime the thread hands its queue
 /// to another before computing; elsewhere (single-threaded tests) it just computes.
-pub(crate) fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+/// Not `heavy`, it just computes: the hand-over costs more than a short listing's tenth of a
+/// millisecond, and under a rush 200 listings at once made as many threads take turns on two
+/// cores (load tool, 1,000 citizens on 100 slots: 0.58 → 0.51 s).
+/// Seats taken beyond which unpacking and sorting them is [`cpu_bound`]'s heavy work (10,000
+/// rows: about a millisecond).
+const HEAVY_OCCUPANCY: usize = 2_000;
+
+pub(crate) fn cpu_bound<T>(heavy: bool, work: impl FnOnce() -> T) -> T {
+    if !heavy {
+        return work();
+    }
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),

@@ -13,7 +13,8 @@ use crate::domain::CommuneId;
 use crate::domain::slots::{Occupancy, Occupied};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedMutexGuard;
 
 /// How long listings reuse the occupancy one of them read.
 pub const OCCUPANCY_TTL: Duration = Duration::seconds(1);
@@ -48,6 +49,10 @@ struct Entry {
     /// This instance's bookings that the snapshot may lack.
     added: Vec<(u64, Occupied)>,
     refreshing: bool,
+    /// The latest read under way (its number, as a ticket's), locked until it ends: listings
+    /// that have nothing to use wait for it rather than all reading at once (a rush on a
+    /// server just started, or right after a seat was freed).
+    reading: Option<(u64, Arc<tokio::sync::Mutex<()>>)>,
     /// This instance freed a seat (numbered like bookings): until a read that began after it
     /// is kept, listings read again.
     released: Option<u64>,
@@ -62,7 +67,18 @@ impl Entry {
             read_seq: 0,
             added: Vec::new(),
             refreshing: false,
+            reading: None,
             released: None,
+        }
+    }
+
+    /// Ends `ticket`'s part in the reads under way.
+    fn read_ended(&mut self, ticket: &Ticket) {
+        self.refreshing = false;
+        if let (Some((_, reading)), Some(lock)) = (&self.reading, &ticket.lock)
+            && Arc::ptr_eq(reading, lock)
+        {
+            self.reading = None;
         }
     }
 
@@ -81,12 +97,19 @@ pub enum Lookup {
     /// Read the span and give the result to [`OccupancyCache::store`] (or the ticket to
     /// [`OccupancyCache::abandon`]).
     Read(Ticket),
+    /// Another listing is reading what this one needs: wait for its end (this lock), then look
+    /// up again, `waited`.
+    Wait(Arc<tokio::sync::Mutex<()>>),
 }
 
 pub struct Ticket {
     span: Span,
     seq: u64,
     at: DateTime<Utc>,
+    /// Held while the read is under way (released however it ends: stored, abandoned, or
+    /// dropped with a request given up).
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    _reading: Option<OwnedMutexGuard<()>>,
 }
 
 impl OccupancyCache {
@@ -94,13 +117,11 @@ impl OccupancyCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn lookup(&self, span: Span, now: DateTime<Utc>) -> Lookup {
+    /// What a listing of `span` uses, or reads, or waits for. `waited`: it waited already (for
+    /// a read that failed or was given up): it reads.
+    pub fn lookup(&self, span: Span, now: DateTime<Utc>, waited: bool) -> Lookup {
         let mut inner = self.inner();
-        let ticket = Ticket {
-            span,
-            seq: inner.seq,
-            at: now,
-        };
+        let seq = inner.seq;
         let entry = inner
             .entries
             .entry(span)
@@ -114,8 +135,26 @@ impl OccupancyCache {
         {
             return Lookup::Use(occupancy);
         }
+        // Nothing to use (none read yet, or a seat freed since): a read under way that began
+        // after the release will do — unless its reader is gone.
+        if !waited
+            && let Some((reading_seq, lock)) = &entry.reading
+            && entry.released.is_none_or(|r| r <= *reading_seq)
+            && lock.try_lock().is_err()
+        {
+            return Lookup::Wait(lock.clone());
+        }
         entry.refreshing = true;
-        Lookup::Read(ticket)
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let guard = lock.clone().try_lock_owned().expect("a new lock is free");
+        entry.reading = Some((seq, lock.clone()));
+        Lookup::Read(Ticket {
+            span,
+            seq,
+            at: now,
+            lock: Some(lock),
+            _reading: Some(guard),
+        })
     }
 
     /// Keeps what a listing read (as of the ticket), with this instance's bookings that it may
@@ -127,7 +166,7 @@ impl OccupancyCache {
             .entries
             .entry(ticket.span)
             .or_insert_with(|| Entry::empty(now));
-        entry.refreshing = false;
+        entry.read_ended(&ticket);
         if entry.snapshot.is_some() && ticket.seq < entry.read_seq {
             // A newer read was kept meanwhile; bookings this one may lack are no longer
             // listed apart: answer with the newer.
@@ -172,7 +211,7 @@ impl OccupancyCache {
     /// The read failed: another listing will try.
     pub fn abandon(&self, ticket: Ticket) {
         if let Some(entry) = self.inner().entries.get_mut(&ticket.span) {
-            entry.refreshing = false;
+            entry.read_ended(&ticket);
         }
     }
 
@@ -226,9 +265,10 @@ mod tests {
     );
 
     fn read(cache: &OccupancyCache, now: DateTime<Utc>) -> Option<Ticket> {
-        match cache.lookup(SPAN, now) {
+        match cache.lookup(SPAN, now, false) {
             Lookup::Read(ticket) => Some(ticket),
             Lookup::Use(_) => None,
+            Lookup::Wait(_) => panic!("no read under way to wait for"),
         }
     }
 
@@ -248,7 +288,7 @@ mod tests {
         // bookings are not added.
         cache.taken(7, seat(3, 3600));
         cache.taken(8, seat(4, 3600));
-        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL / 2) else {
+        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL / 2, false) else {
             panic!("fresh snapshot not used");
         };
         assert_eq!(seats(&used, 3600), [1, 2, 3]);
@@ -289,14 +329,16 @@ mod tests {
         // last, does not replace the newer one, nor drop the booking.
         let older = after_release;
         cache.taken(7, seat(2, 3600));
-        let newer = match cache.lookup(SPAN, t(0) + OCCUPANCY_TTL) {
+        // (The second would wait for the first; having waited, say for a reader that gave
+        // up, it reads.)
+        let newer = match cache.lookup(SPAN, t(0) + OCCUPANCY_TTL, true) {
             Lookup::Read(ticket) => ticket,
-            Lookup::Use(_) => panic!("released: nothing to use yet"),
+            _ => panic!("released: nothing to use yet"),
         };
         cache.store(newer, Occupancy::new([seat(2, 3600)]));
         let kept = cache.store(older, Occupancy::default());
         assert_eq!(seats(&kept, 3600), [2]);
-        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL) else {
+        let Lookup::Use(used) = cache.lookup(SPAN, t(0) + OCCUPANCY_TTL, false) else {
             panic!("the newer read is kept");
         };
         assert_eq!(seats(&used, 3600), [2]);
@@ -310,7 +352,7 @@ mod tests {
             "nothing read yet"
         );
         let span = (7, t(0), t(86_400));
-        let Lookup::Read(ticket) = cache.lookup(span, t(0)) else {
+        let Lookup::Read(ticket) = cache.lookup(span, t(0), false) else {
             panic!("nothing cached yet");
         };
         cache.store(ticket, Occupancy::new([seat(1, 3600)]));
@@ -330,6 +372,50 @@ mod tests {
         );
         cache.released(7);
         assert!(cache.covering(7, t(3600), t(4200), soon).is_none());
+    }
+
+    #[tokio::test]
+    async fn listings_with_nothing_to_use_wait_for_one_read() {
+        let cache = OccupancyCache::default();
+        let ticket = read(&cache, t(0)).unwrap();
+        let Lookup::Wait(reading) = cache.lookup(SPAN, t(0), false) else {
+            panic!("the first read is under way: wait for it");
+        };
+        assert!(reading.try_lock().is_err(), "locked while it reads");
+        cache.store(ticket, Occupancy::new([seat(1, 3600)]));
+        drop(reading.lock().await);
+        let Lookup::Use(used) = cache.lookup(SPAN, t(0), true) else {
+            panic!("what it read is used");
+        };
+        assert_eq!(seats(&used, 3600), [1]);
+
+        // After a release, a read that began before it will not do; one that began after will.
+        let later = t(0) + OCCUPANCY_TTL;
+        let before_release = read(&cache, later).unwrap();
+        cache.released(7);
+        let after_release = read(&cache, later).expect("not the read from before");
+        assert!(matches!(cache.lookup(SPAN, later, false), Lookup::Wait(_)));
+        cache.store(before_release, Occupancy::default());
+        assert!(matches!(cache.lookup(SPAN, later, false), Lookup::Wait(_)));
+        cache.store(after_release, Occupancy::default());
+        assert!(matches!(cache.lookup(SPAN, later, false), Lookup::Use(_)));
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_gives_up_lets_the_waiting_listings_read() {
+        let cache = OccupancyCache::default();
+        let ticket = read(&cache, t(0)).unwrap();
+        let Lookup::Wait(reading) = cache.lookup(SPAN, t(0), false) else {
+            panic!("a read is under way");
+        };
+        // The request reading was given up (its client went away): its ticket is dropped.
+        drop(ticket);
+        drop(reading.lock().await);
+        assert!(matches!(cache.lookup(SPAN, t(0), true), Lookup::Read(_)));
+        // Nor does a listing arriving later wait for the reader that is gone.
+        let cache = OccupancyCache::default();
+        drop(read(&cache, t(0)).unwrap());
+        assert!(read(&cache, t(0)).is_some());
     }
 
     #[test]

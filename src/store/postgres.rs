@@ -10,7 +10,8 @@ use super::{
     Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
     CommuneSettings, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure, NewCommune, NewLocation,
     NewNotification, NewOpeningRule, NewPlanning, NewService, Notification, NotificationId,
-    OtpRecord, Result, SendResult, SmsAction, Store, StoreError, StoreTx, VoiceSettings, sql,
+    OtpRecord, Result, Seats, SendResult, SmsAction, Store, StoreError, StoreTx, VoiceSettings,
+    sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,
@@ -153,6 +154,9 @@ impl PgStore {
         }
         let pool = PgPoolOptions::new()
             .max_connections(pool_size())
+            // Kept open: the first requests of a rush after a quiet hour would otherwise start
+            // server processes and prepare every statement again, all at once.
+            .min_connections(pool_size())
             .acquire_timeout(LOCK_WAIT * 3)
             .connect_with(options)
             .await
@@ -305,28 +309,37 @@ impl_store_tx!(PgTx {
     async fn seats_of(
         &mut self,
         planning: PlanningId,
+        location: LocationId,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Option<(Planning, Vec<i32>)>> {
-        let row: Option<(i64, i64, String, i32, bool, Vec<i32>)> = sqlx::query_as(sql::SEATS_OF)
-            .bind(planning)
-            .bind(start)
-            .bind(end)
-            .bind(now)
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(row.map(|(id, commune_id, name, capacity, active, busy)| {
-            let planning = Planning::from(PlanningRow {
-                id,
-                commune_id,
-                name,
-                capacity,
-                active,
-            });
-            (planning, busy)
-        }))
+    ) -> Result<Option<Seats>> {
+        let row: Option<(i64, i64, String, i32, bool, Vec<i32>, bool)> =
+            sqlx::query_as(sql::SEATS_OF)
+                .bind(planning)
+                .bind(start)
+                .bind(end)
+                .bind(now)
+                .bind(location)
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        Ok(
+            row.map(|(id, commune_id, name, capacity, active, busy, closed)| {
+                let planning = Planning::from(PlanningRow {
+                    id,
+                    commune_id,
+                    name,
+                    capacity,
+                    active,
+                });
+                Seats {
+                    planning,
+                    busy,
+                    closed,
+                }
+            }),
+        )
     }
 });
 

@@ -1243,6 +1243,26 @@ macro_rules! impl_store_tx {
                     .map_err(map_err)
             }
 
+            async fn closed(
+                &mut self,
+                commune: CommuneId,
+                planning: PlanningId,
+                location: LocationId,
+                start: DateTime<Utc>,
+                end: DateTime<Utc>,
+            ) -> Result<bool> {
+                let count: i64 = query_scalar(sql::CLOSED)
+                    .bind(commune)
+                    .bind(planning)
+                    .bind(location)
+                    .bind(ts(start))
+                    .bind(ts(end))
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(count > 0)
+            }
+
             async fn appointment(&mut self, id: AppointmentId) -> Result<Option<Appointment>> {
                 let row: Option<AppointmentRow> = query_as(APPOINTMENT_LOCKED)
                     .bind(id)

@@ -8,7 +8,7 @@ use guichet::domain::{
     AntsApplicationId, Appointment, AppointmentId, Category, Channel, MinuteOfDay, Status,
     Weekdays, WeeklyHours, WeeklyRange,
 };
-use guichet::store::{Claim, ClaimHolder, ClaimKind, NewClosure, NewCommune, StoreError};
+use guichet::store::{Claim, ClaimHolder, ClaimKind, NewClosure, NewCommune, Seats, StoreError};
 
 fn appointment(w: &World, start: DateTime<Utc>, seat: i32, status: Status) -> Appointment {
     let now = w.clock_now();
@@ -415,7 +415,7 @@ async fn transaction_primitives(db: crate::helpers::TestDb) {
 }
 both_backends!(transaction_primitives_work, transaction_primitives);
 
-/// `seats_of` (one statement on PostgreSQL) answers what its three parts do.
+/// `seats_of` (one statement on PostgreSQL) answers what its four parts do.
 async fn seats_of_a_planning(db: crate::helpers::TestDb) {
     let w = World::new(db).await;
     let store = w.store();
@@ -427,28 +427,38 @@ async fn seats_of_a_planning(db: crate::helpers::TestDb) {
     tx.insert_appointment(&held).await.unwrap();
     tx.insert_appointment(&confirmed).await.unwrap();
     let slot = (start + Duration::minutes(10), start + Duration::minutes(30));
-    let (planning, mut busy) = tx
-        .seats_of(w.annex_planning, slot.0, slot.1, now)
+    let Seats {
+        planning,
+        mut busy,
+        closed,
+    } = tx
+        .seats_of(w.annex_planning, w.annex, slot.0, slot.1, now)
         .await
         .unwrap()
         .unwrap();
     busy.sort();
     assert_eq!(
-        (planning.id, planning.capacity, busy),
-        (w.annex_planning, 2, vec![1, 2])
+        (planning.id, planning.capacity, busy, closed),
+        (w.annex_planning, 2, vec![1, 2], false)
     );
-    assert_eq!(tx.seats_of(9999, slot.0, slot.1, now).await.unwrap(), None);
+    assert_eq!(
+        tx.seats_of(9999, w.annex, slot.0, slot.1, now)
+            .await
+            .unwrap(),
+        None
+    );
     // Once the hold has lapsed: released, and its seat free in the same answer.
     let later = now + Duration::minutes(10);
-    let (_, busy) = tx
-        .seats_of(w.annex_planning, slot.0, slot.1, later)
+    let seats = tx
+        .seats_of(w.annex_planning, w.annex, slot.0, slot.1, later)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(busy, [2]);
-    let (_, busy) = tx
+    assert_eq!(seats.busy, [2]);
+    let seats = tx
         .seats_of(
             w.annex_planning,
+            w.annex,
             slot.0 + Duration::minutes(30),
             slot.1 + Duration::hours(1),
             later,
@@ -456,8 +466,52 @@ async fn seats_of_a_planning(db: crate::helpers::TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert!(busy.is_empty(), "{busy:?}");
+    assert!(seats.busy.is_empty(), "{:?}", seats.busy);
     tx.commit().await.unwrap();
+
+    // Closures, as the transaction sees them: of another planning, of another location, or
+    // beside the slot, they leave it open; of the planning, of the location, of the whole
+    // commune, over the slot, they close it.
+    let closure = |planning, location, from: i64, to: i64| NewClosure {
+        commune_id: w.commune,
+        planning_id: planning,
+        location_id: location,
+        starts_at: slot.0 + Duration::minutes(from),
+        ends_at: slot.0 + Duration::minutes(to),
+        reason: "Fermeture".into(),
+    };
+    let closed = async || {
+        let mut tx = store.begin().await.unwrap();
+        let seats = tx
+            .seats_of(w.annex_planning, w.annex, slot.0, slot.1, later)
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        seats.closed
+    };
+    for open in [
+        closure(Some(w.counter), None, 0, 20),
+        closure(None, Some(w.town_hall), 0, 20),
+        closure(None, None, 20, 60),
+        closure(None, None, -60, 0),
+    ] {
+        store.insert_closure(&open).await.unwrap();
+    }
+    assert!(!closed().await);
+    for (n, shut) in [
+        closure(Some(w.annex_planning), None, 10, 15),
+        closure(None, Some(w.annex), -5, 1),
+        closure(None, None, 19, 120),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = store.insert_closure(&shut).await.unwrap();
+        assert!(closed().await, "closure {n}");
+        store.delete_closure(id).await.unwrap();
+    }
+    assert!(!closed().await);
     let expired = store.appointment(held.id).await.unwrap().unwrap();
     assert_eq!(
         (expired.status, expired.seat, expired.version),
@@ -494,20 +548,20 @@ async fn seats_of_after_a_concurrent_release(db: crate::helpers::TestDb) {
     let slot = (start, start + Duration::minutes(20));
 
     let mut first = store.begin().await.unwrap();
-    let (_, busy) = first
-        .seats_of(w.annex_planning, slot.0, slot.1, later)
+    let seats = first
+        .seats_of(w.annex_planning, w.annex, slot.0, slot.1, later)
         .await
         .unwrap()
         .unwrap();
-    assert!(busy.is_empty(), "{busy:?}");
+    assert!(seats.busy.is_empty(), "{:?}", seats.busy);
     let mut taken = appointment(&w, start, 1, Status::Confirmed);
     taken.citizen = citizen(9);
     first.insert_appointment(&taken).await.unwrap();
     let second = {
-        let (store, planning) = (w.db.store.clone(), w.annex_planning);
+        let (store, planning, location) = (w.db.store.clone(), w.annex_planning, w.annex);
         tokio::spawn(async move {
             let mut tx = store.begin().await.unwrap();
-            let seats = tx.seats_of(planning, slot.0, slot.1, later).await;
+            let seats = tx.seats_of(planning, location, slot.0, slot.1, later).await;
             (tx.commit().await, seats)
         })
     };
@@ -517,7 +571,7 @@ async fn seats_of_after_a_concurrent_release(db: crate::helpers::TestDb) {
     first.commit().await.unwrap();
     let (committed, seats) = second.await.unwrap();
     committed.unwrap();
-    let (_, busy) = seats.unwrap().unwrap();
+    let busy = seats.unwrap().unwrap().busy;
     // Seat 2 is free. (PostgreSQL may not list seat 1 either, taken by a commit after its
     // statement began: a booking that chose it would be refused by the schema and run again.)
     assert!(!busy.contains(&2), "the released seat 2 is free: {busy:?}");
