@@ -742,9 +742,10 @@ impl Engine {
         };
 
         let (mut tx, (planning_id, location_id, seat)) = loop {
-            let mut tx = self.store.begin().await?;
-            match take_seat(tx.as_mut(), &likely.plannings, req.start, end, now).await? {
-                Some(taken) => break (tx, taken),
+            match open_and_take_seat(self.store.as_ref(), &likely.plannings, req.start, end, now)
+                .await?
+            {
+                Some(taken) => break taken,
                 // Read just now, or the transaction has just seen every offered planning
                 // busy: taken.
                 None if likely.fresh || likely.plannings.len() == offered.len() => {
@@ -753,7 +754,6 @@ impl Engine {
                 // A listing's snapshot pointed at seats taken since: before saying "taken",
                 // look at what is free now.
                 None => {
-                    drop(tx);
                     likely = self
                         .likely_free(&ctx, &offered, req.start, end, now, None, false)
                         .await?;
@@ -1553,15 +1553,33 @@ async fn take_seat(
     end: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Option<(PlanningId, LocationId, i32)>> {
+    take_seat_known(tx, offered, start, end, now, None).await
+}
+
+/// [`take_seat`], the seats of the first of `offered` read already when `known` (see
+/// [`Store::begin_after_seats`]).
+async fn take_seat_known(
+    tx: &mut dyn StoreTx,
+    offered: &[(PlanningId, LocationId)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+    mut known: Option<Seats>,
+) -> Result<Option<(PlanningId, LocationId, i32)>> {
     let mut open = false;
     for &(planning_id, location_id) in offered {
+        let read = match known.take() {
+            Some(seats) if seats.planning.id == planning_id => Some(seats),
+            _ => {
+                tx.seats_of(planning_id, location_id, start, end, now)
+                    .await?
+            }
+        };
         let Some(Seats {
             planning,
             mut busy,
             closed,
-        }) = tx
-            .seats_of(planning_id, location_id, start, end, now)
-            .await?
+        }) = read
         else {
             continue;
         };
@@ -1589,6 +1607,35 @@ async fn take_seat(
         return Err(BookingError::SlotUnavailable);
     }
     Ok(None)
+}
+
+/// Opens the transaction that books and takes a seat in it, as [`take_seat`]. The first
+/// planning's seats are read as it opens ([`Store::begin_after_seats`]): when no other
+/// planning offers the slot and they show it taken or closed, it is not opened.
+async fn open_and_take_seat(
+    store: &dyn Store,
+    offered: &[(PlanningId, LocationId)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<(Box<dyn StoreTx>, (PlanningId, LocationId, i32))>> {
+    let Some(&(planning, location)) = offered.first() else {
+        return Ok(None);
+    };
+    let single = offered.len() == 1;
+    let (known, tx) = store
+        .begin_after_seats(planning, location, (start, end), now, &|seats| {
+            !single || seats.is_none_or(|s| s.free_seat().is_some())
+        })
+        .await?;
+    let Some(mut tx) = tx else {
+        return match known {
+            Some(seats) if !seats.open() => Err(BookingError::SlotUnavailable),
+            _ => Ok(None),
+        };
+    };
+    let taken = take_seat_known(tx.as_mut(), offered, start, end, now, known).await?;
+    Ok(taken.map(|taken| (tx, taken)))
 }
 
 fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {

@@ -75,6 +75,41 @@ async fn lock_buckets(
     Ok(true)
 }
 
+/// [`StoreTx::seats_of`] in one statement, in a transaction or on its own.
+async fn seats_of<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    planning: PlanningId,
+    location: LocationId,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<Seats>> {
+    // The planning's columns, its busy seats, whether it is closed there.
+    type Row = (i64, i64, String, i32, bool, Vec<i32>, bool);
+    let row: Option<Row> = sqlx::query_as(sql::SEATS_OF)
+        .bind(planning)
+        .bind(start)
+        .bind(end)
+        .bind(now)
+        .bind(location)
+        .fetch_optional(executor)
+        .await
+        .map_err(map_err)?;
+    Ok(row.map(
+        |(id, commune_id, name, capacity, active, busy, closed)| Seats {
+            planning: Planning::from(PlanningRow {
+                id,
+                commune_id,
+                name,
+                capacity,
+                active,
+            }),
+            busy,
+            closed,
+        },
+    ))
+}
+
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
 async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<()> {
@@ -198,6 +233,25 @@ impl_store!(PgStore {
         }))
     }
 
+    async fn begin_after_seats(
+        &self,
+        planning: PlanningId,
+        location: LocationId,
+        slot: (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
+        wanted: &(dyn for<'s> Fn(Option<&'s Seats>) -> bool + Send + Sync),
+    ) -> Result<(Option<Seats>, Option<Box<dyn StoreTx>>)> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let seats = seats_of(&mut *conn, planning, location, slot.0, slot.1, now).await?;
+        if !wanted(seats.as_ref()) {
+            return Ok((seats, None));
+        }
+        // `Pool::begin` does the same with a connection it has just acquired (sqlx has no
+        // public way to begin on a pooled connection it gave out, and keep it).
+        let tx = sqlx::Transaction::begin(conn, None).await.map_err(map_err)?;
+        Ok((seats, Some(Box::new(PgTx { tx }))))
+    }
+
     async fn occupancy(
         &self,
         commune: CommuneId,
@@ -314,32 +368,7 @@ impl_store_tx!(PgTx {
         end: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Seats>> {
-        let row: Option<(i64, i64, String, i32, bool, Vec<i32>, bool)> =
-            sqlx::query_as(sql::SEATS_OF)
-                .bind(planning)
-                .bind(start)
-                .bind(end)
-                .bind(now)
-                .bind(location)
-                .fetch_optional(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
-        Ok(
-            row.map(|(id, commune_id, name, capacity, active, busy, closed)| {
-                let planning = Planning::from(PlanningRow {
-                    id,
-                    commune_id,
-                    name,
-                    capacity,
-                    active,
-                });
-                Seats {
-                    planning,
-                    busy,
-                    closed,
-                }
-            }),
-        )
+        seats_of(&mut *self.tx, planning, location, start, end, now).await
     }
 });
 
