@@ -906,7 +906,7 @@ impl Engine {
             return Err(BookingError::TooManyCodes);
         }
         let code = OtpCode::generate();
-        tx.put_otp(&OtpRecord {
+        let record = OtpRecord {
             appointment_id: appointment.id,
             destination: key,
             code_hash: otp::hash(&self.otp_key, appointment.id, &code),
@@ -914,20 +914,23 @@ impl Engine {
             attempts_left: otp::MAX_ATTEMPTS,
             used_at: None,
             created_at: now,
-        })
-        .await?;
-        self.notifier
-            .code(
-                tx,
-                (commune, service),
-                appointment,
-                &destination,
-                code.as_str(),
+        };
+        let message = self.notifier.code(
+            (commune, service),
+            appointment,
+            &destination,
+            code.as_str(),
+            now,
+        );
+        let sms = destination.channel() == MessageChannel::Sms;
+        if !tx
+            .put_code(
+                &record,
+                &message,
+                sms.then_some((commune.id, day, budget)),
                 now,
             )
-            .await?;
-        if destination.channel() == MessageChannel::Sms
-            && !tx.take_sms_budget(commune.id, day, budget).await?
+            .await?
         {
             // Spent meanwhile by another transaction: again from the start, which now sees it
             // spent and falls back to e-mail (or refuses).

@@ -181,28 +181,26 @@ impl Notifier {
         }
     }
 
-    /// The one-time code, to one destination, now. Not de-duplicated: each send is a new code
-    /// (the engine limits how many).
-    pub async fn code(
+    /// The message of a one-time code, to one destination, now, for the engine to write with
+    /// the code ([`crate::store::StoreTx::put_code`]). Not de-duplicated: each send is a new
+    /// code (the engine limits how many).
+    pub fn code(
         &self,
-        tx: &mut dyn StoreTx,
         subject: (&Commune, &Service),
         appointment: &Appointment,
         destination: &CodeDestination,
         code: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> NewNotification {
         let (commune, service) = subject;
-        let message = Self::direct(
+        Self::direct(
             appointment,
             NotificationKind::Code,
             destination,
             || templates::code_sms(commune, code),
             || templates::code_email(commune, service, code),
             now,
-        );
-        tx.enqueue(&message, now).await?;
-        Ok(())
+        )
     }
 
     /// Confirmation now (with the personal link), and the reminder when it is due.

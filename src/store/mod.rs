@@ -899,6 +899,24 @@ pub trait StoreTx: Send {
         budget: i32,
     ) -> Result<bool>;
     async fn put_otp(&mut self, otp: &OtpRecord) -> Result<()>;
+    /// Writes a new one-time code ([`StoreTx::put_otp`]) and its message
+    /// ([`StoreTx::enqueue`]), and for an SMS takes it from the commune's budget of `budget.1`
+    /// ([`StoreTx::take_sms_budget`]): false when the budget is spent — the caller undoes the
+    /// rest. PostgreSQL writes the three in one statement.
+    async fn put_code(
+        &mut self,
+        otp: &OtpRecord,
+        message: &NewNotification,
+        budget: Option<(CommuneId, NaiveDate, i32)>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.put_otp(otp).await?;
+        self.enqueue(message, now).await?;
+        match budget {
+            Some((commune, day, budget)) => self.take_sms_budget(commune, day, budget).await,
+            None => Ok(true),
+        }
+    }
     async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>>;
     async fn insert_manage_token(
         &mut self,
@@ -1047,9 +1065,21 @@ mod sql {
 
     /// `$4` is now: a claim is stale when its appointment is neither a live hold nor a
     /// confirmed appointment still to come.
-    pub const DELETE_STALE_CLAIM: &str = "DELETE FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
-        AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.id = citizen_claims.appointment_id \
-            AND ((a.status = 'held' AND a.hold_expires_at > $4) OR (a.status = 'confirmed' AND a.ends_at > $4)))";
+    macro_rules! delete_stale_claim {
+        () => {
+            "DELETE FROM citizen_claims WHERE category = $1 AND kind = $2 AND key = $3 \
+             AND NOT EXISTS (SELECT 1 FROM appointments a WHERE a.id = citizen_claims.appointment_id \
+                 AND ((a.status = 'held' AND a.hold_expires_at > $4) OR (a.status = 'confirmed' AND a.ends_at > $4)))"
+        };
+    }
+    pub const DELETE_STALE_CLAIM: &str = delete_stale_claim!();
+    /// PostgreSQL only: [`DELETE_STALE_CLAIM`] and the lock of the identity (`$5`), in one
+    /// statement (a data-modifying `WITH` always runs; the lock is taken by the time it ends).
+    pub const DELETE_STALE_CLAIM_LOCKED: &str = concat!(
+        "WITH stale AS (",
+        delete_stale_claim!(),
+        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext($5)), (SELECT count(*) FROM stale)"
+    );
     /// The claims on an identity that conflict with ours: another appointment's claim in another
     /// commune, or where either side is exclusive (`$4` our appointment, `$5` our commune, `$6`
     /// whether ours is exclusive).

@@ -110,6 +110,30 @@ async fn seats_of<'c>(
     ))
 }
 
+/// Takes the lock of a claim's identity ([`lock_key`]) and deletes its stale claims
+/// ([`sql::DELETE_STALE_CLAIM`]) in one statement. The delete may run before the lock is
+/// granted: it removes only claims of appointments no longer active, which no transaction
+/// brings back, and waits for a transaction deleting the same row. What is decided under the
+/// lock — the insert, the conflict — comes in the statements after, which see everything
+/// committed before it was granted.
+async fn delete_stale_claims_locked(
+    tx: &mut Transaction<'static, Postgres>,
+    lock: &str,
+    claim: &Claim,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(sql::DELETE_STALE_CLAIM_LOCKED)
+        .bind(claim.category.as_str())
+        .bind(claim.kind.as_str())
+        .bind(&claim.key)
+        .bind(ts(now))
+        .bind(lock)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
 async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<()> {
@@ -355,9 +379,95 @@ pub struct PgTx {
     tx: Transaction<'static, Postgres>,
 }
 
+/// `sql` with its parameters `$1`, `$2`, … numbered from `$1 + by`: to put statements written
+/// on their own side by side in one.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '$' {
+            let mut digits = String::new();
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                digits.push(d);
+            }
+            if let Ok(n) = digits.parse::<usize>() {
+                out.push_str(&(n + by).to_string());
+            } else {
+                out.push_str(&digits);
+            }
+        }
+    }
+    out
+}
+
+/// [`StoreTx::put_code`] in one statement: the code (`$1`–`$7`, as [`sql::PUT_OTP`]), its message
+/// (`$8`–`$20`, as [`sql::INSERT_NOTIFICATION`]) and, with `budget`, the SMS taken from it
+/// (`$21`–`$23`, as [`sql::TAKE_SMS_BUDGET`]); it answers how many SMS were taken. Data-modifying
+/// `WITH`s always run to the end.
+fn put_code_sql(budget: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let writes = format!(
+            "WITH otp AS ({} RETURNING 1), message AS ({} RETURNING 1)",
+            sql::PUT_OTP,
+            shift_params(sql::INSERT_NOTIFICATION, 7)
+        );
+        [
+            format!("{writes} SELECT CAST(1 AS BIGINT)"),
+            format!(
+                "{writes}, taken AS ({} RETURNING 1) SELECT count(*) FROM taken",
+                shift_params(sql::TAKE_SMS_BUDGET, 20)
+            ),
+        ]
+    });
+    &SQL[usize::from(budget)]
+}
+
 impl_store_tx!(PgTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn put_code(
+        &mut self,
+        otp: &OtpRecord,
+        n: &NewNotification,
+        budget: Option<(CommuneId, chrono::NaiveDate, i32)>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        if budget.is_some_and(|(_, _, budget)| budget <= 0) {
+            return Ok(false);
+        }
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(put_code_sql(budget.is_some())))
+            .bind(otp.appointment_id)
+            .bind(&otp.destination)
+            .bind(&otp.code_hash)
+            .bind(otp.expires_at)
+            .bind(otp.attempts_left)
+            .bind(otp.used_at)
+            .bind(otp.created_at)
+            .bind(n.id)
+            .bind(n.commune_id)
+            .bind(n.appointment_id)
+            .bind(n.kind.as_str())
+            .bind(n.channel.as_str())
+            .bind(&n.destination)
+            .bind(&n.dedupe_key)
+            .bind(&n.subject)
+            .bind(&n.body)
+            .bind(&n.html)
+            .bind(&n.ics)
+            .bind(n.due_at)
+            .bind(now);
+        let query = match budget {
+            Some((commune, day, budget)) => query
+                .bind(commune)
+                .bind(day.format("%Y-%m-%d").to_string())
+                .bind(budget),
+            None => query,
+        };
+        let taken: i64 = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
+        Ok(taken == 1)
     }
 
     async fn seats_of(
@@ -374,6 +484,14 @@ impl_store_tx!(PgTx {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parameters_are_numbered_on() {
+        assert_eq!(
+            super::shift_params("VALUES ($1, $2, 'a$', $10) WHERE x < $3", 7),
+            "VALUES ($8, $9, 'a$', $17) WHERE x < $10"
+        );
+    }
+
     use super::tls_pointless;
 
     #[test]

@@ -1340,27 +1340,41 @@ macro_rules! impl_store_tx {
                 let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
                 // Claims on one identity are decided one transaction at a time (the schema is the
                 // backstop).
-                lock_key(&mut self.tx, &format!("claim:{category}:{kind}:{}", claim.key)).await?;
-                query(sql::DELETE_STALE_CLAIM)
-                    .bind(category)
-                    .bind(kind)
-                    .bind(&claim.key)
-                    .bind(ts(now))
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                let inserted = query(sql::INSERT_CLAIM)
-                    .bind(category)
-                    .bind(kind)
-                    .bind(&claim.key)
-                    .bind(holder.appointment)
-                    .bind(holder.commune)
-                    .bind(holder.exclusive)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(map_err)?;
-                if inserted.rows_affected() == 1 {
-                    return Ok(None);
+                let lock = format!("claim:{category}:{kind}:{}", claim.key);
+                // Twice at most: the first delete may have read the claims before the lock was
+                // granted (PostgreSQL, see `delete_stale_claims_locked`); when the insert then
+                // meets a claim, its staleness is looked at again under the lock.
+                for again in [false, true] {
+                    if again {
+                        let other: Option<AppointmentId> = query_scalar(sql::CONFLICTING_CLAIM)
+                            .bind(category)
+                            .bind(kind)
+                            .bind(&claim.key)
+                            .bind(holder.appointment)
+                            .bind(holder.commune)
+                            .bind(holder.exclusive)
+                            .fetch_optional(&mut *self.tx)
+                            .await
+                            .map_err(map_err)?;
+                        if other.is_none() {
+                            // This appointment's own claim, there already.
+                            return Ok(None);
+                        }
+                    }
+                    delete_stale_claims_locked(&mut self.tx, &lock, claim, now).await?;
+                    let inserted = query(sql::INSERT_CLAIM)
+                        .bind(category)
+                        .bind(kind)
+                        .bind(&claim.key)
+                        .bind(holder.appointment)
+                        .bind(holder.commune)
+                        .bind(holder.exclusive)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(map_err)?;
+                    if inserted.rows_affected() == 1 {
+                        return Ok(None);
+                    }
                 }
                 // Not inserted: another claim conflicts, or this one was already there.
                 query_scalar(sql::CONFLICTING_CLAIM)

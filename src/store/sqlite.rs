@@ -67,6 +67,24 @@ async fn lock_key(_tx: &mut WriteTx, _key: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`sql::DELETE_STALE_CLAIM`] (the transaction is the only writer: nothing to lock).
+async fn delete_stale_claims_locked(
+    tx: &mut WriteTx,
+    _lock: &str,
+    claim: &Claim,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    wquery(sql::DELETE_STALE_CLAIM)
+        .bind(claim.category.as_str())
+        .bind(claim.kind.as_str())
+        .bind(&claim.key)
+        .bind(ts(now))
+        .execute(tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 /// Likewise (never waits).
 async fn lock_buckets(_tx: &mut WriteTx, _key: &str, _first: i32, _last: i32) -> Result<bool> {
     Ok(false)

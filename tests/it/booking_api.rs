@@ -308,9 +308,8 @@ async fn codes_go_by_email_without_a_mobile() {
     assert_eq!(body["code"], "cannot_receive_sms");
 }
 
-#[tokio::test]
-async fn the_daily_sms_budget_falls_back_to_email() {
-    let s = setup(TestDb::sqlite().await).await;
+async fn the_daily_sms_budget_falls_back_to_email(db: TestDb) {
+    let s = setup(db).await;
     sqlx_budget(&s.w, 1).await;
     s.hold("2026-12-01T09:00:00+01:00", MOBILE).await;
     // The budget is spent: with an e-mail the code goes there, without one it is refused.
@@ -346,6 +345,8 @@ async fn the_daily_sms_budget_falls_back_to_email() {
     s.w.clock.advance(Duration::hours(24));
     s.hold("2026-12-02T11:00:00+01:00", "+33639980003").await;
 }
+
+crate::both_backends!(sms_budget, the_daily_sms_budget_falls_back_to_email);
 
 /// Sets the test commune's daily SMS budget.
 async fn sqlx_budget(w: &World, budget: i32) {

@@ -1577,3 +1577,71 @@ async fn back_office_round_trip(db: crate::helpers::TestDb) {
     assert_eq!(store.take_sms_conversation(phone, now).await.unwrap(), None);
 }
 both_backends!(back_office, back_office_round_trip);
+
+/// `put_code` writes a code and its message, and an SMS one takes its SMS from the commune's
+/// budget for the day: false once the budget is spent (one statement on PostgreSQL).
+async fn codes_take_their_sms_from_the_budget(db: crate::helpers::TestDb) {
+    use guichet::domain::{MessageChannel, NotificationKind};
+    use guichet::store::{NewNotification, OtpRecord};
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    let day = now.date_naive();
+    let put = async |n: i64, sms: bool, budget: i32| {
+        let start = paris("2026-12-01", 9, 0) + Duration::minutes(20 * n);
+        let held = appointment(&w, start, 1, Status::Held);
+        let (channel, to) = if sms {
+            (MessageChannel::Sms, "+33639980001")
+        } else {
+            (MessageChannel::Email, "jean@exemple.fr")
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_appointment(&held).await.unwrap();
+        let otp = OtpRecord {
+            appointment_id: held.id,
+            destination: to.into(),
+            code_hash: format!("hash-{n}"),
+            expires_at: now + Duration::minutes(10),
+            attempts_left: 5,
+            used_at: None,
+            created_at: now,
+        };
+        let message = NewNotification {
+            id: uuid::Uuid::new_v4(),
+            commune_id: Some(w.commune),
+            appointment_id: Some(held.id),
+            kind: NotificationKind::Code,
+            channel,
+            destination: to.into(),
+            dedupe_key: None,
+            subject: (!sms).then(|| "Votre code".into()),
+            body: format!("Code {n}"),
+            html: None,
+            ics: None,
+            due_at: now,
+        };
+        let budget = sms.then_some((w.commune, day, budget));
+        let taken = tx.put_code(&otp, &message, budget, now).await.unwrap();
+        let written = tx.otp(held.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let messages = store.notifications_of(held.id).await.unwrap();
+        // Refused, what was written does not matter: the caller undoes it.
+        if taken {
+            assert_eq!(written, Some(otp), "the code is written");
+            assert_eq!(
+                messages
+                    .iter()
+                    .map(|m| m.message.body.as_str())
+                    .collect::<Vec<_>>(),
+                [message.body.as_str()]
+            );
+        }
+        taken
+    };
+    assert!(put(0, true, 2).await, "first SMS of the day");
+    assert!(put(1, false, 0).await, "an e-mail takes nothing");
+    assert!(put(2, true, 2).await, "second SMS");
+    assert!(!put(3, true, 2).await, "the budget of two is spent");
+    assert!(!put(4, true, 0).await, "no budget at all");
+}
+both_backends!(codes_and_budget, codes_take_their_sms_from_the_budget);
