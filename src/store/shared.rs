@@ -1341,26 +1341,8 @@ macro_rules! impl_store_tx {
                 // Claims on one identity are decided one transaction at a time (the schema is the
                 // backstop).
                 let lock = format!("claim:{category}:{kind}:{}", claim.key);
-                // Twice at most: the first delete may have read the claims before the lock was
-                // granted (PostgreSQL, see `delete_stale_claims_locked`); when the insert then
-                // meets a claim, its staleness is looked at again under the lock.
-                for again in [false, true] {
-                    if again {
-                        let other: Option<AppointmentId> = query_scalar(sql::CONFLICTING_CLAIM)
-                            .bind(category)
-                            .bind(kind)
-                            .bind(&claim.key)
-                            .bind(holder.appointment)
-                            .bind(holder.commune)
-                            .bind(holder.exclusive)
-                            .fetch_optional(&mut *self.tx)
-                            .await
-                            .map_err(map_err)?;
-                        if other.is_none() {
-                            // This appointment's own claim, there already.
-                            return Ok(None);
-                        }
-                    }
+                let mut looked_again = false;
+                loop {
                     delete_stale_claims_locked(&mut self.tx, &lock, claim, now).await?;
                     let inserted = query(sql::INSERT_CLAIM)
                         .bind(category)
@@ -1375,18 +1357,25 @@ macro_rules! impl_store_tx {
                     if inserted.rows_affected() == 1 {
                         return Ok(None);
                     }
+                    // Not inserted: another claim conflicts, or this one was already there.
+                    let other: Option<AppointmentId> = query_scalar(sql::CONFLICTING_CLAIM)
+                        .bind(category)
+                        .bind(kind)
+                        .bind(&claim.key)
+                        .bind(holder.appointment)
+                        .bind(holder.commune)
+                        .bind(holder.exclusive)
+                        .fetch_optional(&mut *self.tx)
+                        .await
+                        .map_err(map_err)?;
+                    if other.is_none() || looked_again {
+                        return Ok(other);
+                    }
+                    // The delete may have read the claims before the lock was granted
+                    // (PostgreSQL, see `delete_stale_claims_locked`): whether the conflicting
+                    // claim is stale is looked at again, under the lock, once.
+                    looked_again = true;
                 }
-                // Not inserted: another claim conflicts, or this one was already there.
-                query_scalar(sql::CONFLICTING_CLAIM)
-                    .bind(category)
-                    .bind(kind)
-                    .bind(&claim.key)
-                    .bind(holder.appointment)
-                    .bind(holder.commune)
-                    .bind(holder.exclusive)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(map_err)
             }
 
             async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()> {
