@@ -741,7 +741,7 @@ impl Engine {
             _ => false,
         };
 
-        let (mut tx, (planning_id, location_id, seat)) = loop {
+        let (mut tx, chosen) = loop {
             match open_and_take_seat(self.store.as_ref(), &likely.plannings, req.start, end, now)
                 .await?
             {
@@ -766,15 +766,15 @@ impl Engine {
             }
             BookingMode::Confirmed => (Status::Confirmed, None, Some(now)),
         };
-        let appointment = Appointment {
+        let mut appointment = Appointment {
             id: AppointmentId::new_v4(),
             commune_id: ctx.commune.id,
-            planning_id,
-            location_id,
+            planning_id: chosen.planning,
+            location_id: chosen.location,
             service_id: ctx.service.id,
             starts_at: req.start,
             ends_at: end,
-            seat: Some(seat),
+            seat: Some(chosen.seat),
             persons: req.persons as i32,
             citizen: req.citizen.clone(),
             channel: req.channel,
@@ -788,9 +788,38 @@ impl Engine {
             confirmed_at,
             cancelled_at: None,
         };
-        tx.insert_appointment(&appointment)
-            .await
-            .map_err(seat_conflict)?;
+        let inserted = if chosen.locked {
+            tx.insert_appointment(&appointment)
+                .await
+                .map_err(seat_conflict)?;
+            true
+        } else {
+            tx.insert_appointment_on_free_seat(&appointment)
+                .await
+                .map_err(seat_conflict)?
+        };
+        if !inserted {
+            // Another transaction is putting an appointment on that seat: wait for it under
+            // the lock, and take what it left free.
+            let Some((planning, location, seat)) =
+                take_seat(tx.as_mut(), &likely.plannings, req.start, end, now).await?
+            else {
+                return Err(if likely.fresh || likely.plannings.len() == offered.len() {
+                    BookingError::SlotTaken
+                } else {
+                    // What the listings showed free was taken meanwhile: again from the start,
+                    // which looks at what is free now.
+                    BookingError::Store(StoreError::Transient(
+                        "the seats listed free were taken meanwhile".into(),
+                    ))
+                });
+            };
+            (appointment.planning_id, appointment.location_id) = (planning, location);
+            appointment.seat = Some(seat);
+            tx.insert_appointment(&appointment)
+                .await
+                .map_err(seat_conflict)?;
+        }
         let exclusive = !ctx.commune.allow_multiple_per_category;
         let mut freed = false;
         if let Some(holder) = claim_identities(
@@ -824,7 +853,7 @@ impl Engine {
             let location = ctx
                 .locations
                 .iter()
-                .find(|l| l.id == location_id)
+                .find(|l| l.id == appointment.location_id)
                 .cloned()
                 .ok_or(BookingError::LocationNotFound)?;
             let details = Details {
@@ -1612,16 +1641,28 @@ async fn take_seat_known(
     Ok(None)
 }
 
-/// Opens the transaction that books and takes a seat in it, as [`take_seat`]. The first
-/// planning's seats are read as it opens ([`Store::begin_after_seats`]): when no other
-/// planning offers the slot and they show it taken or closed, it is not opened.
+/// A seat [`open_and_take_seat`] chose.
+struct Chosen {
+    planning: PlanningId,
+    location: LocationId,
+    seat: i32,
+    /// Under its lock already ([`take_seat`]); otherwise free as the transaction opened, its
+    /// lock taken as the appointment is written ([`StoreTx::insert_appointment_on_free_seat`]).
+    locked: bool,
+}
+
+/// Opens the transaction that books and chooses a seat in it. The first planning's seats are
+/// read as it opens ([`Store::begin_after_seats`]): when no other planning offers the slot and
+/// they show it taken or closed, it is not opened; when they show a free seat, that seat is
+/// chosen, its lock left to the insert (one round trip less on PostgreSQL). Otherwise seats are
+/// taken as [`take_seat`] does.
 async fn open_and_take_seat(
     store: &dyn Store,
     offered: &[(PlanningId, LocationId)],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Option<(Box<dyn StoreTx>, (PlanningId, LocationId, i32))>> {
+) -> Result<Option<(Box<dyn StoreTx>, Chosen)>> {
     let Some(&(planning, location)) = offered.first() else {
         return Ok(None);
     };
@@ -1637,8 +1678,29 @@ async fn open_and_take_seat(
             _ => Ok(None),
         };
     };
+    if let Some(seat) = known
+        .as_ref()
+        .filter(|seats| seats.planning.id == planning)
+        .and_then(Seats::free_seat)
+    {
+        let chosen = Chosen {
+            planning,
+            location,
+            seat,
+            locked: false,
+        };
+        return Ok(Some((tx, chosen)));
+    }
     let taken = take_seat_known(tx.as_mut(), offered, start, end, now, known).await?;
-    Ok(taken.map(|taken| (tx, taken)))
+    Ok(taken.map(|(planning, location, seat)| {
+        let chosen = Chosen {
+            planning,
+            location,
+            seat,
+            locked: true,
+        };
+        (tx, chosen)
+    }))
 }
 
 fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {

@@ -91,6 +91,11 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub const SEAT_BUCKET_SECONDS: i64 = 300;
 
 /// The first and last bucket numbers covering `[start, end)`.
+/// The name of the locks [`StoreTx::lock_seat`] takes for `seat` of `planning` (one per bucket).
+pub(crate) fn seat_lock_key(planning: PlanningId, seat: i32) -> String {
+    format!("seat:{planning}:{seat}")
+}
+
 pub fn seat_buckets(start: DateTime<Utc>, end: DateTime<Utc>) -> (i32, i32) {
     let bucket = |t: i64| i32::try_from(t.div_euclid(SEAT_BUCKET_SECONDS)).unwrap_or(i32::MAX);
     let first = bucket(start.timestamp());
@@ -828,6 +833,25 @@ pub trait StoreTx: Send {
     /// Reads an appointment and, on PostgreSQL, locks it.
     async fn appointment(&mut self, id: AppointmentId) -> Result<Option<Appointment>>;
     async fn insert_appointment(&mut self, appointment: &Appointment) -> Result<()>;
+    /// Inserts `appointment` if its seat's lock ([`StoreTx::lock_seat`]) is taken at once;
+    /// false, nothing written, when another transaction holds it (or the lock had to be waited
+    /// for: the seat may be gone). PostgreSQL: one statement, the lock taken before the row is.
+    async fn insert_appointment_on_free_seat(&mut self, appointment: &Appointment) -> Result<bool> {
+        let seat = appointment.seat.unwrap_or_default();
+        let waited = self
+            .lock_seat(
+                appointment.planning_id,
+                seat,
+                appointment.starts_at,
+                appointment.ends_at,
+            )
+            .await?;
+        if waited {
+            return Ok(false);
+        }
+        self.insert_appointment(appointment).await?;
+        Ok(true)
+    }
     /// Writes every mutable field of an existing appointment.
     async fn update_appointment(&mut self, appointment: &Appointment) -> Result<()>;
     /// Records that `appointment` holds `claim`, first deleting the claims on that identity

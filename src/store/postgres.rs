@@ -423,9 +423,41 @@ fn put_code_sql(budget: bool) -> &'static str {
     &SQL[usize::from(budget)]
 }
 
+/// [`StoreTx::insert_appointment_on_free_seat`] in one statement: [`sql::INSERT_APPOINTMENT`]'s
+/// row (`$1`–`$24`) is only produced once the seat's locks (`$25`, buckets `$26`–`$27`, as
+/// [`lock_buckets`] takes them) are taken without waiting: the subquery is evaluated once,
+/// before the row is built and its constraints checked.
+fn insert_on_free_seat_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values = sql::INSERT_APPOINTMENT
+            .strip_suffix(')')
+            .expect("INSERT_APPOINTMENT ends with its VALUES");
+        format!(
+            "{} WHERE (SELECT bool_and(pg_try_advisory_xact_lock(hashtext($25), b)) \
+             FROM generate_series($26, $27) AS b)",
+            values.replacen(" VALUES (", " SELECT ", 1)
+        )
+    });
+    &SQL
+}
+
 impl_store_tx!(PgTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn insert_appointment_on_free_seat(&mut self, a: &Appointment) -> Result<bool> {
+        let (first, last) = crate::store::seat_buckets(a.starts_at, a.ends_at);
+        let seat = a.seat.unwrap_or_default();
+        let inserted = bind_new_appointment!(query(sqlx::AssertSqlSafe(insert_on_free_seat_sql())), a)
+            .bind(crate::store::seat_lock_key(a.planning_id, seat))
+            .bind(first)
+            .bind(last)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn put_code(

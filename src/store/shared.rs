@@ -1197,6 +1197,39 @@ macro_rules! finish_statement {
     }};
 }
 
+/// `$query` ([`sql::INSERT_APPOINTMENT`], or a statement that begins with its parameters) with
+/// the appointment `$a` bound.
+macro_rules! bind_new_appointment {
+    ($query:expr, $a:expr) => {{
+        let a: &Appointment = $a;
+        $query
+            .bind(a.id)
+            .bind(a.commune_id)
+            .bind(a.planning_id)
+            .bind(a.location_id)
+            .bind(a.service_id)
+            .bind(ts(a.starts_at))
+            .bind(ts(a.ends_at))
+            .bind(a.seat)
+            .bind(a.persons)
+            .bind(a.citizen.name.as_str())
+            .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
+            .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
+            .bind(ants_ids_text(a))
+            .bind(a.channel.as_str())
+            .bind(a.status.as_str())
+            .bind(opt_ts(a.hold_expires_at))
+            .bind(a.replaces_id)
+            .bind(&a.cancel_reason)
+            .bind(a.version)
+            .bind(ts(a.created_at))
+            .bind(ts(a.updated_at))
+            .bind(opt_ts(a.confirmed_at))
+            .bind(opt_ts(a.cancelled_at))
+            .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
+    }};
+}
+
 /// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`, and the query builders
 /// `query`, `query_as` and `query_scalar` with sqlx's shape (PostgreSQL: sqlx's own; SQLite: the
 /// direct write connection's, see `sqlite_direct`).
@@ -1273,31 +1306,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn insert_appointment(&mut self, a: &Appointment) -> Result<()> {
-                query(sql::INSERT_APPOINTMENT)
-                    .bind(a.id)
-                    .bind(a.commune_id)
-                    .bind(a.planning_id)
-                    .bind(a.location_id)
-                    .bind(a.service_id)
-                    .bind(ts(a.starts_at))
-                    .bind(ts(a.ends_at))
-                    .bind(a.seat)
-                    .bind(a.persons)
-                    .bind(a.citizen.name.as_str())
-                    .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
-                    .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
-                    .bind(ants_ids_text(a))
-                    .bind(a.channel.as_str())
-                    .bind(a.status.as_str())
-                    .bind(opt_ts(a.hold_expires_at))
-                    .bind(a.replaces_id)
-                    .bind(&a.cancel_reason)
-                    .bind(a.version)
-                    .bind(ts(a.created_at))
-                    .bind(ts(a.updated_at))
-                    .bind(opt_ts(a.confirmed_at))
-                    .bind(opt_ts(a.cancelled_at))
-                    .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
+                bind_new_appointment!(query(sql::INSERT_APPOINTMENT), a)
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;
@@ -1446,7 +1455,7 @@ macro_rules! impl_store_tx {
                 end: DateTime<Utc>,
             ) -> Result<bool> {
                 let (first, last) = crate::store::seat_buckets(start, end);
-                lock_buckets(&mut self.tx, &format!("seat:{planning}:{seat}"), first, last).await
+                lock_buckets(&mut self.tx, &crate::store::seat_lock_key(planning, seat), first, last).await
             }
 
             async fn lock_destination(&mut self, destination: &str) -> Result<()> {

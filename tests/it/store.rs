@@ -334,6 +334,63 @@ async fn seats_are_enforced_by_the_database(db: crate::helpers::TestDb) {
 }
 both_backends!(seat_constraints, seats_are_enforced_by_the_database);
 
+/// `insert_appointment_on_free_seat` writes only under the seat's lock: while another
+/// transaction holds it (PostgreSQL, where transactions write side by side), nothing is written;
+/// another seat is written; and the schema still refuses a seat taken by a committed booking.
+async fn insert_on_a_free_seat(db: crate::helpers::TestDb) {
+    let postgres = db.backend == "postgres";
+    let w = World::new(db).await;
+    let store = w.store();
+    let start = paris("2026-12-01", 9, 0);
+    let first = appointment(&w, start, 1, Status::Held);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.insert_appointment_on_free_seat(&first).await.unwrap());
+    assert_eq!(
+        tx.busy_seats(w.annex_planning, start, start + Duration::minutes(20))
+            .await
+            .unwrap(),
+        [1]
+    );
+    if postgres {
+        let mut other = store.begin().await.unwrap();
+        let mut same_seat = appointment(&w, start + Duration::minutes(10), 1, Status::Held);
+        same_seat.citizen = citizen(8);
+        assert!(
+            !other
+                .insert_appointment_on_free_seat(&same_seat)
+                .await
+                .unwrap(),
+            "the seat's lock is held by the first transaction"
+        );
+        let mut next_seat = appointment(&w, start, 2, Status::Held);
+        next_seat.citizen = citizen(9);
+        assert!(
+            other
+                .insert_appointment_on_free_seat(&next_seat)
+                .await
+                .unwrap()
+        );
+        other.commit().await.unwrap();
+        assert_eq!(store.appointment(same_seat.id).await.unwrap(), None);
+        assert!(store.appointment(next_seat.id).await.unwrap().is_some());
+    }
+    tx.commit().await.unwrap();
+    assert!(store.appointment(first.id).await.unwrap().is_some());
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .insert_appointment_on_free_seat(&appointment(
+            &w,
+            start + Duration::minutes(10),
+            1,
+            Status::Held,
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.is_constraint("appointments_no_overlap"), "{err:?}");
+}
+both_backends!(insert_on_free_seat, insert_on_a_free_seat);
+
 async fn transaction_primitives(db: crate::helpers::TestDb) {
     let w = World::new(db).await;
     let store = w.store();
