@@ -145,8 +145,13 @@ struct ConfigCache {
     loading: HashMap<CommuneId, Arc<tokio::sync::Mutex<()>>>,
     /// The closures listings read, by commune and UTC span, kept for [`OCCUPANCY_TTL`] and
     /// until this instance changes the commune's configuration.
-    closures: HashMap<(CommuneId, DateTime<Utc>, DateTime<Utc>), CachedClosures>,
+    closures: HashMap<ClosuresKey, CachedClosures>,
+    /// Present while a request reads closures the cache has not (or no longer) got; those
+    /// arriving meanwhile wait for its read rather than each making their own.
+    reading_closures: HashMap<ClosuresKey, Arc<tokio::sync::Mutex<()>>>,
 }
+
+type ClosuresKey = (CommuneId, DateTime<Utc>, DateTime<Utc>);
 
 impl ConfigCache {
     fn forgotten(&self, commune: CommuneId) -> u64 {
@@ -396,27 +401,50 @@ impl Engine {
         end: DateTime<Utc>,
         fresh: bool,
     ) -> Result<Vec<Closure>> {
-        let now = self.clock.now();
         let key = (commune, start, end);
-        let forgotten = {
-            let cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
-            if !fresh && let Some(cached) = cache.closures.get(&key) {
-                let age = now - cached.read_at;
-                if cached.forgotten == cache.forgotten(commune)
-                    && age >= Duration::zero()
-                    && age < occupancy::OCCUPANCY_TTL
-                {
-                    return Ok(cached.closures.clone());
-                }
-            }
-            cache.forgotten(commune)
+        let cached = |cache: &ConfigCache, now: DateTime<Utc>| {
+            let found = cache.closures.get(&key)?;
+            let age = now - found.read_at;
+            (found.forgotten == cache.forgotten(commune)
+                && age >= Duration::zero()
+                && age < occupancy::OCCUPANCY_TTL)
+                .then(|| found.closures.clone())
         };
-        let closures = self.store.closures(commune, start, end).await?;
+        let mut turn = None;
+        let (now, forgotten) = loop {
+            let now = self.clock.now();
+            let gate = {
+                let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+                if fresh {
+                    break (now, cache.forgotten(commune));
+                }
+                if let Some(closures) = cached(&cache, now) {
+                    return Ok(closures);
+                }
+                // A rush finds them expired all at once: one request reads, the others wait
+                // for its read and use it.
+                if turn.is_some() {
+                    break (now, cache.forgotten(commune));
+                }
+                cache.reading_closures.entry(key).or_default().clone()
+            };
+            turn = Some(gate.lock_owned().await);
+        };
+        let read = self.store.closures(commune, start, end).await;
         let mut cache = self.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if turn.is_some() {
+            // Those waiting hold the lock's handle; later arrivals find the cache filled.
+            cache.reading_closures.remove(&key);
+        }
+        let closures = read?;
         if cache.forgotten(commune) == forgotten {
             cache
                 .closures
                 .retain(|_, c| now - c.read_at < Duration::minutes(1) && c.read_at <= now);
+            // Left by a reader whose request was dropped midway, once nobody waits on it.
+            cache
+                .reading_closures
+                .retain(|_, gate| Arc::strong_count(gate) > 1);
             cache.closures.insert(
                 key,
                 CachedClosures {
@@ -1091,6 +1119,24 @@ impl Engine {
             .filter(|_| from_listings)
         {
             let free = free_in(&snapshot);
+            if free.is_empty() {
+                return Err(BookingError::SlotTaken);
+            }
+            return Ok(LikelyFree {
+                plannings: free,
+                fresh: false,
+            });
+        }
+        if from_listings {
+            // No listing has read that day lately: one read for the holds that arrive
+            // together (as after each second of a rush), kept for the listings and the holds
+            // that follow.
+            let day = start.date_naive();
+            let (span_start, span_end) = utc_span(day, day);
+            let occupancy = self
+                .listing_occupancy((ctx.commune.id, span_start, span_end), now)
+                .await?;
+            let free = free_in(&occupancy);
             if free.is_empty() {
                 return Err(BookingError::SlotTaken);
             }

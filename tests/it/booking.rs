@@ -199,6 +199,68 @@ async fn expired_holds_stop_counting_by_themselves(db: TestDb) {
 }
 both_backends!(expired_holds, expired_holds_stop_counting_by_themselves);
 
+/// A rush finds the closures the listings read expired all at once (a second later): one hold
+/// reads them, the others wait for that read rather than each making their own. Here the read
+/// is held up by a lock on the table, and PostgreSQL shows how many sessions wait on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rush_reads_expired_closures_once() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let w = World::new(db).await;
+    assert!(!free_starts(&w, Some(w.town_hall)).await.is_empty());
+    w.clock.advance(Duration::seconds(2));
+
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute("LOCK TABLE closures IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let w = std::sync::Arc::new(w);
+    let holds: Vec<_> = (0..5)
+        .map(|n| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let mut request = w.request(
+                    w.titres,
+                    tuesday(9, 0) + Duration::minutes(20 * n),
+                    n as u32,
+                );
+                request.location = Some(w.town_hall);
+                w.engine.book(&request, BookingMode::Hold).await
+            })
+        })
+        .collect();
+    let waiting_on_closures = "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%FROM closures%'";
+    let mut waiting: i64 = 0;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar(waiting_on_closures)
+            .fetch_one(&mut blocker)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "one hold reads the closures");
+    // The others have had the time to read them too, if they were going to.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waiting: i64 = sqlx::query_scalar(waiting_on_closures)
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 1, "the other holds wait for that read");
+    blocker.execute("COMMIT").await.unwrap();
+    for hold in holds {
+        assert_eq!(hold.await.unwrap().unwrap().status, Status::Held);
+    }
+}
+
 async fn moves_are_atomic(db: TestDb) {
     let w = World::new(db).await;
     let mut request = w.request(w.titres, tuesday(9, 0), 1);
