@@ -7,8 +7,8 @@
 //!   whether that contact has appointments.
 
 use super::{
-    BookingMode, BookingRequest, Engine, Result, claim_identities, code_destination, retake_seat,
-    touch, validate_citizen,
+    BookingMode, BookingRequest, Engine, Result, claim_identities, claims_lock, code_destination,
+    retake_seat, touch, validate_citizen,
 };
 use crate::booking::BookingError;
 use crate::domain::otp::{self, OtpCode};
@@ -115,6 +115,7 @@ impl Engine {
         if let Some(holder) = claim_identities(
             tx.as_mut(),
             &appointment,
+            Some(&destination),
             details.service.category,
             exclusive,
             now,
@@ -125,13 +126,14 @@ impl Engine {
             drop(tx);
             return Err(self.duplicate(holder).await);
         }
+        let locked = claims_lock(&appointment.citizen, details.service.category, &destination);
         let destination = self
             .send_code(
                 tx.as_mut(),
                 &details.commune,
                 &details.service,
                 &appointment,
-                destination,
+                (destination, locked),
                 now,
             )
             .await?;
@@ -194,7 +196,7 @@ impl Engine {
                 &details.commune,
                 &details.service,
                 &appointment,
-                destination,
+                (destination, false),
                 now,
             )
             .await?;

@@ -853,6 +853,7 @@ impl Engine {
         if let Some(holder) = claim_identities(
             tx.as_mut(),
             &appointment,
+            destination.as_ref(),
             ctx.service.category,
             exclusive,
             now,
@@ -864,17 +865,20 @@ impl Engine {
             return Err(self.duplicate(holder).await);
         }
         let destination = match destination {
-            Some(to) => Some(
-                self.send_code(
-                    tx.as_mut(),
-                    &ctx.commune,
-                    &ctx.service,
-                    &appointment,
-                    to,
-                    now,
+            Some(to) => {
+                let locked = claims_lock(&appointment.citizen, ctx.service.category, &to);
+                Some(
+                    self.send_code(
+                        tx.as_mut(),
+                        &ctx.commune,
+                        &ctx.service,
+                        &appointment,
+                        (to, locked),
+                        now,
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
+            }
             None => None,
         };
         if mode == BookingMode::Confirmed {
@@ -930,16 +934,19 @@ impl Engine {
         commune: &Commune,
         service: &Service,
         appointment: &Appointment,
-        mut destination: CodeDestination,
+        // And whether its lock is held already (taken with its claim, see `claims_lock`).
+        (mut destination, locked): (CodeDestination, bool),
         now: DateTime<Utc>,
     ) -> Result<CodeDestination> {
         // The budget is looked at now and taken last: on PostgreSQL taking it locks the
         // commune's counter until commit, and every code of the commune goes through it.
         let (day, budget) = (commune.local_date(now), commune.sms_daily_budget);
-        let limits = async |tx: &mut dyn StoreTx, key: &str| {
+        let limits = async |tx: &mut dyn StoreTx, key: &str, locked: bool| {
             // Three in ten minutes, and a day's cap, so that nobody can have a stranger's
             // phone buzz all day (or guess at codes five tries at a time).
-            tx.lock_destination(key).await?;
+            if !locked {
+                tx.lock_destination(key).await?;
+            }
             tx.code_limits(
                 key,
                 now - otp::SEND_WINDOW,
@@ -950,14 +957,14 @@ impl Engine {
             .await
         };
         let mut key = destination.key();
-        let mut counts = limits(tx, &key).await?;
+        let mut counts = limits(tx, &key, locked).await?;
         if destination.channel() == MessageChannel::Sms && counts.sms_used >= i64::from(budget) {
             destination = match &appointment.citizen.email {
                 Some(email) => CodeDestination::Email(email.clone()),
                 None => return Err(BookingError::SmsBudgetExhausted),
             };
             key = destination.key();
-            counts = limits(tx, &key).await?;
+            counts = limits(tx, &key, false).await?;
         }
         if counts.recent >= otp::MAX_SENDS || counts.today >= otp::MAX_SENDS_PER_DAY {
             return Err(BookingError::TooManyCodes);
@@ -1021,7 +1028,7 @@ impl Engine {
                 &details.commune,
                 &details.service,
                 &appointment,
-                destination,
+                (destination, false),
                 now,
             )
             .await?;
@@ -1170,6 +1177,16 @@ impl Engine {
         code: &OtpCode,
         now: DateTime<Utc>,
     ) -> Result<Box<dyn StoreTx>> {
+        // The right code, still good: used up in one statement. The database compares keyed
+        // hashes, which is as safe as comparing in constant time: how much of a guess's hash
+        // matches says nothing of the code.
+        if tx
+            .use_otp(id, &otp::hash(&self.otp_key, id, code), now)
+            .await?
+        {
+            return Ok(tx);
+        }
+        // Otherwise why: read it, and a wrong code costs a try.
         let mut record = tx.otp(id).await?.ok_or(BookingError::CodeExpired)?;
         if record.used_at.is_some() || record.expires_at <= now {
             return Err(BookingError::CodeExpired);
@@ -1286,6 +1303,7 @@ impl Engine {
             if let Some(holder) = claim_identities(
                 tx.as_mut(),
                 &appointment,
+                None,
                 details.service.category,
                 exclusive,
                 now,
@@ -1749,6 +1767,25 @@ async fn open_and_take_seat(
     }))
 }
 
+/// Whether `claim` is on the identity a code goes to.
+fn is_destination_of(claim: &Claim, to: &CodeDestination) -> bool {
+    let same_kind = matches!(
+        (claim.kind, to),
+        (ClaimKind::Phone, CodeDestination::Sms(_)) | (ClaimKind::Email, CodeDestination::Email(_))
+    );
+    same_kind && claim.key == to.key()
+}
+
+/// Whether [`claim_identities`] takes the lock of the code's destination `to` with a claim:
+/// with the claim of that identity, when the citizen has it. A destination's lock is thus
+/// taken right after its identity's claim, after all claims, or alone — never before a claim
+/// of its identity, which a transaction holding that claim could be waiting for.
+fn claims_lock(citizen: &Citizen, category: Category, to: &CodeDestination) -> bool {
+    claims_of(citizen, category)
+        .iter()
+        .any(|claim| is_destination_of(claim, to))
+}
+
 fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {
     let claim = |kind, key: String| Claim {
         category,
@@ -1772,9 +1809,12 @@ fn claims_of(citizen: &Citizen, category: Category) -> Vec<Claim> {
 /// returns the other appointment if one holds a conflicting claim. One exception: a live,
 /// unconfirmed hold of the same identity in the same commune is the citizen changing their mind
 /// (they went back and chose another slot) — that hold is released and the claim taken.
+/// The lock of `destination`, where a code is about to go, is taken with the claim of that
+/// identity (see [`claims_lock`]).
 async fn claim_identities(
     tx: &mut dyn StoreTx,
     appointment: &Appointment,
+    destination: Option<&CodeDestination>,
     category: Category,
     exclusive: bool,
     now: DateTime<Utc>,
@@ -1787,9 +1827,13 @@ async fn claim_identities(
         exclusive,
     };
     for claim in claims_of(&appointment.citizen, category) {
+        let lock = destination
+            .filter(|to| is_destination_of(&claim, to))
+            .map(CodeDestination::key);
         // Each released hold removes one conflict; a handful covers any real case.
         for _ in 0..4 {
-            let Some(other) = tx.claim(&claim, &holder, now).await.map_err(|e| {
+            let claimed = tx.claim(&claim, &holder, lock.as_deref(), now).await;
+            let Some(other) = claimed.map_err(|e| {
                 // The schema's backstop fired (only when a commune changed its setting while
                 // citizens held appointments): a duplicate all the same.
                 if e.is_constraint("citizen_claims_conflict")

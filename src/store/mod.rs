@@ -91,6 +91,11 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub const SEAT_BUCKET_SECONDS: i64 = 300;
 
 /// The first and last bucket numbers covering `[start, end)`.
+/// The name of the lock [`StoreTx::lock_destination`] takes for `destination`.
+pub(crate) fn destination_lock(destination: &str) -> String {
+    format!("destination:{destination}")
+}
+
 /// The name of the locks [`StoreTx::lock_seat`] takes for `seat` of `planning` (one per bucket).
 pub(crate) fn seat_lock_key(planning: PlanningId, seat: i32) -> String {
     format!("seat:{planning}:{seat}")
@@ -860,10 +865,13 @@ pub trait StoreTx: Send {
     /// Claims on one identity are decided one transaction at a time; the schema backs this up
     /// (`citizen_claims_conflict` trigger on SQLite; an exclusion constraint across communes and
     /// a unique index on exclusive claims on PostgreSQL).
+    /// With `destination`, the lock of a code's destination ([`StoreTx::lock_destination`]) is
+    /// taken too, after the claim's (PostgreSQL: in the same statement).
     async fn claim(
         &mut self,
         claim: &Claim,
         holder: &ClaimHolder,
+        destination: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<AppointmentId>>;
     async fn release_claims(&mut self, appointment: AppointmentId) -> Result<()>;
@@ -942,6 +950,15 @@ pub trait StoreTx: Send {
         }
     }
     async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>>;
+    /// Uses up the appointment's one-time code if `code_hash` is its hash and it is still
+    /// good (unused, unexpired at `now`, tries left): true. False, nothing changed, otherwise
+    /// — the caller reads the code to say why.
+    async fn use_otp(
+        &mut self,
+        appointment: AppointmentId,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
     async fn insert_manage_token(
         &mut self,
         token_hash: &str,
@@ -1097,12 +1114,14 @@ mod sql {
         };
     }
     pub const DELETE_STALE_CLAIM: &str = delete_stale_claim!();
-    /// PostgreSQL only: [`DELETE_STALE_CLAIM`] and the lock of the identity (`$5`), in one
-    /// statement (a data-modifying `WITH` always runs; the lock is taken by the time it ends).
+    /// PostgreSQL only: [`DELETE_STALE_CLAIM`] and the lock of the identity (`$5`), then that of
+    /// a destination (`$6`, none when null), in one statement (a data-modifying `WITH` always
+    /// runs; the locks are taken by the time it ends, in that order).
     pub const DELETE_STALE_CLAIM_LOCKED: &str = concat!(
         "WITH stale AS (",
         delete_stale_claim!(),
-        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext($5)), (SELECT count(*) FROM stale)"
+        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext($5)), \
+         pg_advisory_xact_lock(hashtext($6)), (SELECT count(*) FROM stale)"
     );
     /// The claims on an identity that conflict with ours: another appointment's claim in another
     /// commune, or where either side is exclusive (`$4` our appointment, `$5` our commune, `$6`
@@ -1245,6 +1264,9 @@ mod sql {
         ON CONFLICT (appointment_id) DO UPDATE SET destination = excluded.destination, \
         code_hash = excluded.code_hash, expires_at = excluded.expires_at, \
         attempts_left = excluded.attempts_left, used_at = excluded.used_at, created_at = excluded.created_at";
+    /// `$1` the appointment, `$2` the hash of the code given, `$3` now.
+    pub const USE_OTP: &str = "UPDATE otp_codes SET used_at = $3 WHERE appointment_id = $1 \
+        AND code_hash = $2 AND used_at IS NULL AND expires_at > $3 AND attempts_left > 0";
     pub const OTP: &str = "SELECT appointment_id, destination, code_hash, expires_at, attempts_left, used_at, \
         created_at FROM otp_codes WHERE appointment_id = $1";
 

@@ -115,10 +115,10 @@ async fn seats_of<'c>(
 /// granted: it removes only claims of appointments no longer active, which no transaction
 /// brings back, and waits for a transaction deleting the same row. What is decided under the
 /// lock — the insert, the conflict — comes in the statements after, which see everything
-/// committed before it was granted.
+/// committed before it was granted. `locks`: the claim's, and a destination's to take after it.
 async fn delete_stale_claims_locked(
     tx: &mut Transaction<'static, Postgres>,
-    lock: &str,
+    locks: (&str, Option<String>),
     claim: &Claim,
     now: DateTime<Utc>,
 ) -> Result<()> {
@@ -127,7 +127,8 @@ async fn delete_stale_claims_locked(
         .bind(claim.kind.as_str())
         .bind(&claim.key)
         .bind(ts(now))
-        .bind(lock)
+        .bind(locks.0)
+        .bind(locks.1)
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;

@@ -1344,15 +1344,18 @@ macro_rules! impl_store_tx {
                 &mut self,
                 claim: &Claim,
                 holder: &ClaimHolder,
+                destination: Option<&str>,
                 now: DateTime<Utc>,
             ) -> Result<Option<AppointmentId>> {
                 let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
                 // Claims on one identity are decided one transaction at a time (the schema is the
                 // backstop).
                 let lock = format!("claim:{category}:{kind}:{}", claim.key);
+                let mut destination = destination.map(crate::store::destination_lock);
                 let mut looked_again = false;
                 loop {
-                    delete_stale_claims_locked(&mut self.tx, &lock, claim, now).await?;
+                    let locks = (lock.as_str(), destination.take());
+                    delete_stale_claims_locked(&mut self.tx, locks, claim, now).await?;
                     let inserted = query(sql::INSERT_CLAIM)
                         .bind(category)
                         .bind(kind)
@@ -1459,7 +1462,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn lock_destination(&mut self, destination: &str) -> Result<()> {
-                lock_key(&mut self.tx, &format!("destination:{destination}")).await
+                lock_key(&mut self.tx, &crate::store::destination_lock(destination)).await
             }
 
             async fn count_sent_to(
@@ -1537,6 +1540,22 @@ macro_rules! impl_store_tx {
                     .await
                     .map_err(map_err)?;
                 Ok(())
+            }
+
+            async fn use_otp(
+                &mut self,
+                appointment: AppointmentId,
+                code_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let done = query(sql::USE_OTP)
+                    .bind(appointment)
+                    .bind(code_hash)
+                    .bind(ts(now))
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn otp(&mut self, appointment: AppointmentId) -> Result<Option<OtpRecord>> {

@@ -70,7 +70,7 @@ async fn lock_key(_tx: &mut WriteTx, _key: &str) -> Result<()> {
 /// [`sql::DELETE_STALE_CLAIM`] (the transaction is the only writer: nothing to lock).
 async fn delete_stale_claims_locked(
     tx: &mut WriteTx,
-    _lock: &str,
+    _locks: (&str, Option<String>),
     claim: &Claim,
     now: DateTime<Utc>,
 ) -> Result<()> {

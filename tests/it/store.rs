@@ -671,16 +671,22 @@ async fn claims(db: crate::helpers::TestDb) {
         tx.insert_appointment(a).await.unwrap();
     }
     assert_eq!(
-        tx.claim(&claim, &holder(&first, true), now).await.unwrap(),
+        tx.claim(&claim, &holder(&first, true), None, now)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
-        tx.claim(&claim, &holder(&first, true), now).await.unwrap(),
+        tx.claim(&claim, &holder(&first, true), None, now)
+            .await
+            .unwrap(),
         None,
         "claiming twice is fine"
     );
     assert_eq!(
-        tx.claim(&claim, &holder(&second, true), now).await.unwrap(),
+        tx.claim(&claim, &holder(&second, true), None, now)
+            .await
+            .unwrap(),
         Some(first.id)
     );
     // Another category is another claim.
@@ -689,7 +695,7 @@ async fn claims(db: crate::helpers::TestDb) {
         ..claim.clone()
     };
     assert_eq!(
-        tx.claim(&school, &holder(&second, true), now)
+        tx.claim(&school, &holder(&second, true), None, now)
             .await
             .unwrap(),
         None
@@ -700,7 +706,7 @@ async fn claims(db: crate::helpers::TestDb) {
     let later = now + Duration::minutes(11);
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.claim(&claim, &holder(&second, true), later)
+        tx.claim(&claim, &holder(&second, true), None, later)
             .await
             .unwrap(),
         None
@@ -710,7 +716,7 @@ async fn claims(db: crate::helpers::TestDb) {
     tx.insert_appointment(&third).await.unwrap();
     tx.transfer_claims(second.id, third.id).await.unwrap();
     assert_eq!(
-        tx.claim(&claim, &holder(&first, true), later)
+        tx.claim(&claim, &holder(&first, true), None, later)
             .await
             .unwrap(),
         Some(third.id)
@@ -722,25 +728,25 @@ async fn claims(db: crate::helpers::TestDb) {
     // commune's, and never with an exclusive one.
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.claim(&claim, &holder(&second, false), later)
+        tx.claim(&claim, &holder(&second, false), None, later)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        tx.claim(&claim, &holder(&third, false), later)
+        tx.claim(&claim, &holder(&third, false), None, later)
             .await
             .unwrap(),
         None
     );
     assert!(matches!(
-        tx.claim(&claim, &holder(&elsewhere, false), later).await.unwrap(),
+        tx.claim(&claim, &holder(&elsewhere, false), None, later).await.unwrap(),
         Some(id) if id == second.id || id == third.id
     ));
     let fourth = appointment(&w, start + Duration::hours(2), 1, Status::Confirmed);
     tx.insert_appointment(&fourth).await.unwrap();
     assert!(
-        tx.claim(&claim, &holder(&fourth, true), later)
+        tx.claim(&claim, &holder(&fourth, true), None, later)
             .await
             .unwrap()
             .is_some()
@@ -748,6 +754,55 @@ async fn claims(db: crate::helpers::TestDb) {
     tx.commit().await.unwrap();
 }
 both_backends!(citizen_claims, claims);
+
+/// A claim given a code's destination takes that destination's lock too, held until the
+/// transaction ends (PostgreSQL; SQLite's writer is alone anyway).
+async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
+    use guichet::store::{Claim, ClaimHolder, ClaimKind};
+    use sqlx::Connection;
+    let postgres = (db.backend == "postgres").then(|| db.url.clone());
+    let w = World::new(db).await;
+    let store = w.store();
+    let held = appointment(&w, paris("2026-12-01", 9, 0), 1, Status::Held);
+    let claim = Claim {
+        category: Category::Titres,
+        kind: ClaimKind::Phone,
+        key: "+33639980001".into(),
+    };
+    let holder = ClaimHolder {
+        appointment: held.id,
+        commune: held.commune_id,
+        exclusive: true,
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_appointment(&held).await.unwrap();
+    let claimed = tx
+        .claim(&claim, &holder, Some("+33639980001"), w.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(claimed, None);
+    let Some(url) = postgres else {
+        tx.commit().await.unwrap();
+        return;
+    };
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let try_lock = async |conn: &mut sqlx::PgConnection, key: &str| -> bool {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(key)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    assert!(!try_lock(&mut other, "destination:+33639980001").await);
+    assert!(!try_lock(&mut other, "claim:titres:phone:+33639980001").await);
+    assert!(try_lock(&mut other, "destination:+33639980002").await);
+    tx.commit().await.unwrap();
+    assert!(try_lock(&mut other, "destination:+33639980001").await);
+}
+both_backends!(
+    claim_and_destination_lock,
+    a_claim_takes_its_destination_lock
+);
 
 #[tokio::test]
 async fn unreadable_urls_are_refused() {
@@ -1702,3 +1757,62 @@ async fn codes_take_their_sms_from_the_budget(db: crate::helpers::TestDb) {
     assert!(!put(4, true, 0).await, "no budget at all");
 }
 both_backends!(codes_and_budget, codes_take_their_sms_from_the_budget);
+
+/// `use_otp` uses up a code only with its hash, once, while it is unexpired and has tries left;
+/// otherwise nothing changes.
+async fn a_code_is_used_once_and_only_while_good(db: crate::helpers::TestDb) {
+    use guichet::store::OtpRecord;
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    let put = async |n: i64, expires_at, attempts_left| {
+        let held = appointment(
+            &w,
+            paris("2026-12-01", 9, 0) + Duration::minutes(20 * n),
+            1,
+            Status::Held,
+        );
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_appointment(&held).await.unwrap();
+        tx.put_otp(&OtpRecord {
+            appointment_id: held.id,
+            destination: "+33639980001".into(),
+            code_hash: format!("hash-{n}"),
+            expires_at,
+            attempts_left,
+            used_at: None,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        held.id
+    };
+    let good = put(0, now + Duration::minutes(10), 5).await;
+    let expired = put(1, now, 5).await;
+    let burnt = put(2, now + Duration::minutes(10), 0).await;
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.use_otp(good, "hash-1", now).await.unwrap(),
+        "another hash"
+    );
+    assert!(
+        !tx.use_otp(expired, "hash-1", now).await.unwrap(),
+        "expired"
+    );
+    assert!(
+        !tx.use_otp(burnt, "hash-2", now).await.unwrap(),
+        "no try left"
+    );
+    assert_eq!(tx.otp(good).await.unwrap().unwrap().used_at, None);
+    assert!(tx.use_otp(good, "hash-0", now).await.unwrap());
+    assert!(!tx.use_otp(good, "hash-0", now).await.unwrap(), "used once");
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let used = tx.otp(good).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(now));
+    assert_eq!(used.attempts_left, 5);
+    assert_eq!(tx.otp(expired).await.unwrap().unwrap().used_at, None);
+}
+both_backends!(code_use, a_code_is_used_once_and_only_while_good);
