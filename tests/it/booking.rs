@@ -214,6 +214,9 @@ async fn a_rush_reads_expired_closures_once() {
     w.clock.advance(Duration::seconds(2));
 
     let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Watched from outside any transaction: within one, PostgreSQL answers pg_stat_activity
+    // from the snapshot it took first.
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
     blocker.execute("BEGIN").await.unwrap();
     blocker
         .execute("LOCK TABLE closures IN ACCESS EXCLUSIVE MODE")
@@ -239,7 +242,7 @@ async fn a_rush_reads_expired_closures_once() {
     let mut waiting: i64 = 0;
     for _ in 0..500 {
         waiting = sqlx::query_scalar(waiting_on_closures)
-            .fetch_one(&mut blocker)
+            .fetch_one(&mut watcher)
             .await
             .unwrap();
         if waiting > 0 {
@@ -251,7 +254,7 @@ async fn a_rush_reads_expired_closures_once() {
     // The others have had the time to read them too, if they were going to.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let waiting: i64 = sqlx::query_scalar(waiting_on_closures)
-        .fetch_one(&mut blocker)
+        .fetch_one(&mut watcher)
         .await
         .unwrap();
     assert_eq!(waiting, 1, "the other holds wait for that read");

@@ -341,7 +341,9 @@ async fn insert_on_a_free_seat(db: crate::helpers::TestDb) {
     let postgres = db.backend == "postgres";
     let w = World::new(db).await;
     let store = w.store();
-    let start = paris("2026-12-01", 9, 0);
+    // A time no other test books: advisory locks are shared by the schemas of the tests that run
+    // at the same time.
+    let start = paris("2026-12-04", 15, 40);
     let first = appointment(&w, start, 1, Status::Held);
     let mut tx = store.begin().await.unwrap();
     assert!(tx.insert_appointment_on_free_seat(&first).await.unwrap());
@@ -763,11 +765,13 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
     let postgres = (db.backend == "postgres").then(|| db.url.clone());
     let w = World::new(db).await;
     let store = w.store();
+    // Numbers no other test uses: advisory locks are shared by the schemas of the tests that
+    // run at the same time.
     let held = appointment(&w, paris("2026-12-01", 9, 0), 1, Status::Held);
     let claim = Claim {
         category: Category::Titres,
         kind: ClaimKind::Phone,
-        key: "+33639980001".into(),
+        key: "+33639989871".into(),
     };
     let holder = ClaimHolder {
         appointment: held.id,
@@ -777,7 +781,7 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
     let mut tx = store.begin().await.unwrap();
     tx.insert_appointment(&held).await.unwrap();
     let claimed = tx
-        .claim(&claim, &holder, Some("+33639980001"), w.clock_now())
+        .claim(&claim, &holder, Some("+33639989871"), w.clock_now())
         .await
         .unwrap();
     assert_eq!(claimed, None);
@@ -793,11 +797,11 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
             .await
             .unwrap()
     };
-    assert!(!try_lock(&mut other, "destination:+33639980001").await);
-    assert!(!try_lock(&mut other, "claim:titres:phone:+33639980001").await);
-    assert!(try_lock(&mut other, "destination:+33639980002").await);
+    assert!(!try_lock(&mut other, "destination:+33639989871").await);
+    assert!(!try_lock(&mut other, "claim:titres:phone:+33639989871").await);
+    assert!(try_lock(&mut other, "destination:+33639989872").await);
     tx.commit().await.unwrap();
-    assert!(try_lock(&mut other, "destination:+33639980001").await);
+    assert!(try_lock(&mut other, "destination:+33639989871").await);
 }
 both_backends!(
     claim_and_destination_lock,
