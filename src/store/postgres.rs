@@ -478,20 +478,8 @@ impl_store_tx!(PgTx {
             .bind(otp.expires_at)
             .bind(otp.attempts_left)
             .bind(otp.used_at)
-            .bind(otp.created_at)
-            .bind(n.id)
-            .bind(n.commune_id)
-            .bind(n.appointment_id)
-            .bind(n.kind.as_str())
-            .bind(n.channel.as_str())
-            .bind(&n.destination)
-            .bind(&n.dedupe_key)
-            .bind(&n.subject)
-            .bind(&n.body)
-            .bind(&n.html)
-            .bind(&n.ics)
-            .bind(n.due_at)
-            .bind(now);
+            .bind(otp.created_at);
+        let query = bind_new_notification!(query, n).bind(now);
         let query = match budget {
             Some((commune, day, budget)) => query
                 .bind(commune)

@@ -533,19 +533,7 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
             ) -> Result<()> {
                 let mut w = self.write_conn().await?;
-                wquery(sql::INSERT_SENT_MESSAGE)
-                    .bind(m.id)
-                    .bind(m.commune_id)
-                    .bind(m.appointment_id)
-                    .bind(m.kind.as_str())
-                    .bind(m.channel.as_str())
-                    .bind(&m.destination)
-                    .bind(&m.dedupe_key)
-                    .bind(&m.subject)
-                    .bind(&m.body)
-                    .bind(&m.html)
-                    .bind(&m.ics)
-                    .bind(ts(m.due_at))
+                bind_new_notification!(wquery(sql::INSERT_SENT_MESSAGE), m)
                     .bind(segments)
                     .bind(cost_micro_eur)
                     .bind(ts(now))
@@ -1197,6 +1185,27 @@ macro_rules! finish_statement {
     }};
 }
 
+/// `$query` with the notification `$n` bound as its next twelve parameters, in the order of
+/// [`sql::INSERT_NOTIFICATION`]'s first twelve (which [`sql::INSERT_SENT_MESSAGE`] shares).
+macro_rules! bind_new_notification {
+    ($query:expr, $n:expr) => {{
+        let n: &NewNotification = $n;
+        $query
+            .bind(n.id)
+            .bind(n.commune_id)
+            .bind(n.appointment_id)
+            .bind(n.kind.as_str())
+            .bind(n.channel.as_str())
+            .bind(&n.destination)
+            .bind(&n.dedupe_key)
+            .bind(&n.subject)
+            .bind(&n.body)
+            .bind(&n.html)
+            .bind(&n.ics)
+            .bind(ts(n.due_at))
+    }};
+}
+
 /// `$query` ([`sql::INSERT_APPOINTMENT`], or a statement that begins with its parameters) with
 /// the appointment `$a` bound.
 macro_rules! bind_new_appointment {
@@ -1410,19 +1419,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn enqueue(&mut self, n: &NewNotification, now: DateTime<Utc>) -> Result<bool> {
-                let done = query(sql::INSERT_NOTIFICATION)
-                    .bind(n.id)
-                    .bind(n.commune_id)
-                    .bind(n.appointment_id)
-                    .bind(n.kind.as_str())
-                    .bind(n.channel.as_str())
-                    .bind(&n.destination)
-                    .bind(&n.dedupe_key)
-                    .bind(&n.subject)
-                    .bind(&n.body)
-                    .bind(&n.html)
-                    .bind(&n.ics)
-                    .bind(ts(n.due_at))
+                let done = bind_new_notification!(query(sql::INSERT_NOTIFICATION), n)
                     .bind(ts(now))
                     .execute(&mut *self.tx)
                     .await
