@@ -816,21 +816,22 @@ impl Engine {
             confirmed_at,
             cancelled_at: None,
         };
-        let inserted = if chosen.locked {
-            tx.insert_appointment(&appointment)
-                .await
-                .map_err(seat_conflict)?;
-            true
-        } else {
-            tx.insert_appointment_on_free_seat(&appointment)
-                .await
-                .map_err(seat_conflict)?
+        let inserted = match chosen.free_as_opened {
+            None => {
+                tx.insert_appointment(&appointment)
+                    .await
+                    .map_err(seat_conflict)?;
+                true
+            }
+            Some(seats) => {
+                insert_on_a_seat_not_being_taken(tx.as_mut(), &mut appointment, seats).await?
+            }
         };
         if !inserted {
-            // Another transaction is putting an appointment on that seat: wait for it under
-            // the lock, and take what it left free.
+            // Every seat of the first planning free as the transaction opened is being taken
+            // by another: the other plannings, their seats taken as take_seat does.
             let Some((planning, location, seat)) =
-                take_seat(tx.as_mut(), &likely.plannings, req.start, end, now).await?
+                take_seat(tx.as_mut(), &likely.plannings[1..], req.start, end, now).await?
             else {
                 return Err(if likely.fresh || likely.plannings.len() == offered.len() {
                     BookingError::SlotTaken
@@ -1710,9 +1711,36 @@ struct Chosen {
     planning: PlanningId,
     location: LocationId,
     seat: i32,
-    /// Under its lock already ([`take_seat`]); otherwise free as the transaction opened, its
-    /// lock taken as the appointment is written ([`StoreTx::insert_appointment_on_free_seat`]).
-    locked: bool,
+    /// None: under its lock already ([`take_seat`]). Otherwise free in these seats, read as
+    /// the transaction opened; its lock is taken as the appointment is written
+    /// ([`insert_on_a_seat_not_being_taken`]).
+    free_as_opened: Option<Seats>,
+}
+
+/// Puts `appointment` on a seat free in `seats` (read as the transaction opened), the seat's
+/// lock taken without waiting as the row is written ([`StoreTx::insert_appointment_on_free_seat`]).
+/// A seat whose lock another transaction holds is being taken by it, and that transaction
+/// almost always commits: the seat counts as taken and the next free one is tried. Waiting
+/// would keep this transaction's connection idle while a rush queues for the pool, mostly to
+/// hear "taken" in the end; in the rare case the other one rolls back, the seat is listed free
+/// again. False, nothing written, when every free seat is being taken.
+async fn insert_on_a_seat_not_being_taken(
+    tx: &mut dyn StoreTx,
+    appointment: &mut Appointment,
+    mut seats: Seats,
+) -> Result<bool> {
+    while let Some(seat) = seats.free_seat() {
+        appointment.seat = Some(seat);
+        if tx
+            .insert_appointment_on_free_seat(appointment)
+            .await
+            .map_err(seat_conflict)?
+        {
+            return Ok(true);
+        }
+        seats.busy.push(seat);
+    }
+    Ok(false)
 }
 
 /// Opens the transaction that books and chooses a seat in it. The first planning's seats are
@@ -1742,26 +1770,28 @@ async fn open_and_take_seat(
             _ => Ok(None),
         };
     };
-    if let Some(seat) = known
-        .as_ref()
-        .filter(|seats| seats.planning.id == planning)
-        .and_then(Seats::free_seat)
-    {
-        let chosen = Chosen {
-            planning,
-            location,
-            seat,
-            locked: false,
-        };
-        return Ok(Some((tx, chosen)));
-    }
+    let known = match known {
+        Some(seats) if seats.planning.id == planning => match seats.free_seat() {
+            Some(seat) => {
+                let chosen = Chosen {
+                    planning,
+                    location,
+                    seat,
+                    free_as_opened: Some(seats),
+                };
+                return Ok(Some((tx, chosen)));
+            }
+            None => Some(seats),
+        },
+        other => other,
+    };
     let taken = take_seat_known(tx.as_mut(), offered, start, end, now, known).await?;
     Ok(taken.map(|(planning, location, seat)| {
         let chosen = Chosen {
             planning,
             location,
             seat,
-            locked: true,
+            free_as_opened: None,
         };
         (tx, chosen)
     }))

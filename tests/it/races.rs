@@ -204,3 +204,43 @@ async fn one_citizen_races_against_itself(db: TestDb) {
     );
 }
 both_backends!(one_citizen_two_communes, one_citizen_races_against_itself);
+
+/// A seat another transaction is taking is not waited for (PostgreSQL, where bookings of one
+/// planning run side by side): while that transaction is still open, a hold aimed at the slot
+/// takes the next free seat, and the one after hears "taken" at once. Were they to wait, the
+/// holds would only return once the other transaction ends — here, never before they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_being_taken_is_not_waited_for() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let w = World::new(db).await;
+    // A time no other test books at the annex: advisory locks are shared by the schemas of the
+    // tests running at the same time.
+    let start = paris("2026-12-04", 11, 40);
+    let store = w.store();
+    let mut taking = store.begin().await.unwrap();
+    let first = crate::store::appointment(&w, start, 1, Status::Held);
+    assert!(
+        taking
+            .insert_appointment_on_free_seat(&first)
+            .await
+            .unwrap()
+    );
+
+    let mut request = w.request(w.titres, start, 1);
+    request.location = Some(w.annex);
+    let held = w.engine.book(&request, BookingMode::Hold).await.unwrap();
+    assert_eq!(held.seat, Some(2), "the seat being taken is skipped");
+    let mut request = w.request(w.titres, start, 2);
+    request.location = Some(w.annex);
+    let err = w
+        .engine
+        .book(&request, BookingMode::Hold)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BookingError::SlotTaken), "{err:?}");
+
+    taking.commit().await.unwrap();
+    assert_eq!(occupying(&w, w.annex_planning).await, [1, 2]);
+}

@@ -10,7 +10,12 @@ use guichet::domain::{
 };
 use guichet::store::{Claim, ClaimHolder, ClaimKind, NewClosure, NewCommune, Seats, StoreError};
 
-fn appointment(w: &World, start: DateTime<Utc>, seat: i32, status: Status) -> Appointment {
+pub(crate) fn appointment(
+    w: &World,
+    start: DateTime<Utc>,
+    seat: i32,
+    status: Status,
+) -> Appointment {
     let now = w.clock_now();
     Appointment {
         id: AppointmentId::new_v4(),
