@@ -69,7 +69,7 @@ impl App {
         let voice_data = voice::flow::VoiceData::load(config.voice_dir.as_deref().map(Path::new))
             .unwrap_or_else(|e| panic!("voice flows: {e}"));
         Self {
-            state: AppState {
+            state: AppState::new(web::Shared {
                 ivr: voice::call::Ivr::new(engine.clone(), Arc::new(voice_data)),
                 engine,
                 limits: web::security::Limits::new(
@@ -80,7 +80,7 @@ impl App {
                 metrics: telemetry::metrics_handle(),
                 demo,
                 dev_outbox,
-            },
+            }),
             sms,
             mail,
             run_worker,
@@ -102,14 +102,14 @@ impl App {
                     config::mask_url_password(&config.database_url)
                 )
             })?;
-        let configured = config.secret_key.is_some();
-        let mut app = Self::new(store.clone(), clock, config, demo);
-        if !configured {
+        let mut config = config;
+        if config.secret_key.is_none() {
+            // Known before the engine is built, so that every engine of the app (the web's, the
+            // voice menu's) has it: a code sent by one instance is checked by another.
             let fresh = domain::otp::hex(&rand::random::<[u8; 32]>());
-            let key = store.shared_secret("otp_key", &fresh).await?;
-            app.state.engine = app.state.engine.clone().with_otp_key(key.as_bytes());
+            config.secret_key = Some(store.shared_secret("otp_key", &fresh).await?.into());
         }
-        Ok(app)
+        Ok(Self::new(store, clock, config, demo))
     }
 
     /// Replaces the SMS transport (tests: a local server speaking Twilio's contract).

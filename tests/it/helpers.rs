@@ -432,6 +432,9 @@ pub struct TestAppOptions {
     pub outbox_worker: bool,
     /// Call flows and prompts of the communes' own.
     pub voice_dir: Option<String>,
+    /// No secret key configured: the one-time-code key is the one the database keeps for
+    /// every instance (as `guichet serve` without one), and the app opens its own store.
+    pub key_from_database: bool,
 }
 
 pub const PUBLIC_URL: &str = "https://rdv.guichet-mairies.fr";
@@ -469,12 +472,19 @@ impl TestApp {
             config.smtp_url = Some(smtp.url().into());
             config.mail_from = Some("Mairie <mairie@guichet.test>".to_owned());
         }
-        let app = App::new(
-            db.store.clone(),
-            Arc::new(clock.clone()) as Arc<dyn Clock>,
-            config,
-            options.demo,
-        );
+        let app = if options.key_from_database {
+            config.secret_key = None;
+            App::connect(config, Arc::new(clock.clone()), options.demo)
+                .await
+                .expect("the app opens its database")
+        } else {
+            App::new(
+                db.store.clone(),
+                Arc::new(clock.clone()) as Arc<dyn Clock>,
+                config,
+                options.demo,
+            )
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();
         tokio::spawn(async move {
