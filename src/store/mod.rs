@@ -1120,8 +1120,8 @@ mod sql {
     pub const DELETE_STALE_CLAIM_LOCKED: &str = concat!(
         "WITH stale AS (",
         delete_stale_claim!(),
-        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext($5)), \
-         pg_advisory_xact_lock(hashtext($6)), (SELECT count(*) FROM stale)"
+        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext(current_schema() || $5)), \
+         pg_advisory_xact_lock(hashtext(current_schema() || $6)), (SELECT count(*) FROM stale)"
     );
     /// The claims on an identity that conflict with ours: another appointment's claim in another
     /// commune, or where either side is exclusive (`$4` our appointment, `$5` our commune, `$6`

@@ -44,6 +44,11 @@ const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT_FOR_UPDATE;
 /// Two workers never wait for each other: each skips the rows the other has locked.
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS_SKIP_LOCKED;
 
+/// Advisory locks are named by `hashtext(current_schema() || key)`: they are shared by the
+/// whole database, and two installations in two schemas of one database (or the tests, a
+/// schema each) must not hold each other's — a booking does not wait for a seat whose lock is
+/// held, it counts it taken.
+///
 /// Serialises the transactions that take any of buckets `first..=last` of `key` until they
 /// end, waiting in ascending order. True when it had to wait.
 async fn lock_buckets(
@@ -56,7 +61,7 @@ async fn lock_buckets(
     let over_buckets = |sql| sqlx::query(sql).bind(key).bind(first).bind(last);
     // Most of the time nobody holds them: one statement, no waiting.
     let free: Option<bool> = over_buckets(
-        "SELECT bool_and(pg_try_advisory_xact_lock(hashtext($1), b)) \
+        "SELECT bool_and(pg_try_advisory_xact_lock(hashtext(current_schema() || $1), b)) \
          FROM generate_series($2, $3) AS b",
     )
     .fetch_one(&mut **tx)
@@ -67,7 +72,7 @@ async fn lock_buckets(
         return Ok(false);
     }
     over_buckets(
-        "SELECT count(pg_advisory_xact_lock(hashtext($1), b)) FROM generate_series($2, $3) AS b",
+        "SELECT count(pg_advisory_xact_lock(hashtext(current_schema() || $1), b)) FROM generate_series($2, $3) AS b",
     )
     .execute(&mut **tx)
     .await
@@ -138,7 +143,7 @@ async fn delete_stale_claims_locked(
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
 async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || $1))")
         .bind(key)
         .execute(&mut **tx)
         .await
@@ -434,7 +439,7 @@ fn insert_on_free_seat_sql() -> &'static str {
             .strip_suffix(')')
             .expect("INSERT_APPOINTMENT ends with its VALUES");
         format!(
-            "{} WHERE (SELECT bool_and(pg_try_advisory_xact_lock(hashtext($25), b)) \
+            "{} WHERE (SELECT bool_and(pg_try_advisory_xact_lock(hashtext(current_schema() || $25), b)) \
              FROM generate_series($26, $27) AS b)",
             values.replacen(" VALUES (", " SELECT ", 1)
         )

@@ -215,8 +215,6 @@ async fn a_seat_being_taken_is_not_waited_for() {
         return;
     };
     let w = World::new(db).await;
-    // A time no other test books at the annex: advisory locks are shared by the schemas of the
-    // tests running at the same time.
     let start = paris("2026-12-04", 11, 40);
     let store = w.store();
     let mut taking = store.begin().await.unwrap();

@@ -346,8 +346,6 @@ async fn insert_on_a_free_seat(db: crate::helpers::TestDb) {
     let postgres = db.backend == "postgres";
     let w = World::new(db).await;
     let store = w.store();
-    // A time no other test books: advisory locks are shared by the schemas of the tests that run
-    // at the same time.
     let start = paris("2026-12-04", 15, 40);
     let first = appointment(&w, start, 1, Status::Held);
     let mut tx = store.begin().await.unwrap();
@@ -770,8 +768,6 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
     let postgres = (db.backend == "postgres").then(|| db.url.clone());
     let w = World::new(db).await;
     let store = w.store();
-    // Numbers no other test uses: advisory locks are shared by the schemas of the tests that
-    // run at the same time.
     let held = appointment(&w, paris("2026-12-01", 9, 0), 1, Status::Held);
     let claim = Claim {
         category: Category::Titres,
@@ -796,7 +792,7 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
     };
     let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
     let try_lock = async |conn: &mut sqlx::PgConnection, key: &str| -> bool {
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext(current_schema() || $1))")
             .bind(key)
             .fetch_one(conn)
             .await
@@ -805,6 +801,11 @@ async fn a_claim_takes_its_destination_lock(db: crate::helpers::TestDb) {
     assert!(!try_lock(&mut other, "destination:+33639989871").await);
     assert!(!try_lock(&mut other, "claim:titres:phone:+33639989871").await);
     assert!(try_lock(&mut other, "destination:+33639989872").await);
+    // Another schema of the database (another installation, another test) has locks of its
+    // own.
+    let elsewhere = crate::helpers::postgres_schema_url().await.unwrap();
+    let mut elsewhere = sqlx::PgConnection::connect(&elsewhere).await.unwrap();
+    assert!(try_lock(&mut elsewhere, "destination:+33639989871").await);
     tx.commit().await.unwrap();
     assert!(try_lock(&mut other, "destination:+33639989871").await);
 }
