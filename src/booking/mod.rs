@@ -1131,6 +1131,7 @@ impl Engine {
                 return Err(BookingError::SlotTaken);
             }
             return Ok(LikelyFree {
+                _taking: self.taking(ctx, &snapshot, free[0].0, (start, end), own),
                 plannings: free,
                 fresh: false,
             });
@@ -1149,6 +1150,7 @@ impl Engine {
                 return Err(BookingError::SlotTaken);
             }
             return Ok(LikelyFree {
+                _taking: self.taking(ctx, &occupancy, free[0].0, (start, end), own),
                 plannings: free,
                 fresh: false,
             });
@@ -1165,7 +1167,33 @@ impl Engine {
         Ok(LikelyFree {
             plannings: free,
             fresh: true,
+            _taking: None,
         })
+    }
+
+    /// Counts the seat a new booking will try first (on `planning`, the first free one in
+    /// `occupancy`) as taken while it is under way (see [`occupancy::OccupancyCache::taking`]).
+    /// A move (`own`) is not counted: it rarely races.
+    fn taking(
+        &self,
+        ctx: &SlotContext,
+        occupancy: &Occupancy,
+        planning: PlanningId,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        own: Option<PlanningId>,
+    ) -> Option<occupancy::Taking> {
+        if own.is_some() {
+            return None;
+        }
+        let capacity = ctx.plannings.iter().find(|p| p.id == planning)?.capacity;
+        let seat = choose_seat(capacity, &occupancy.busy_seats(planning, start, end))?;
+        let occupied = Occupied {
+            planning_id: planning,
+            seat,
+            starts_at: start,
+            ends_at: end,
+        };
+        Some(self.listings.taking(ctx.commune.id, occupied))
     }
 
     /// Checks `code` against the appointment's one-time code inside `tx` and uses it up. A
@@ -1566,6 +1594,9 @@ fn check_movable(appointment: &Appointment, now: DateTime<Utc>) -> Result<()> {
 struct LikelyFree {
     plannings: Vec<(PlanningId, LocationId)>,
     fresh: bool,
+    /// The seat this booking is taking, counted taken by this instance's listings and bookings
+    /// while it is under way.
+    _taking: Option<occupancy::Taking>,
 }
 
 /// The schema refused a seat: someone else got it between our read and our write, or the

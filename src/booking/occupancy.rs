@@ -8,6 +8,11 @@
 //! listing read again, so a listing on one instance is never behind; with several instances, a
 //! listing may show for a moment a slot another instance just took. Nothing is decided from
 //! it: the booking transaction decides, and answers "slot taken".
+//!
+//! The seats this instance's bookings are taking — their transactions under way — count as
+//! taken too ([`OccupancyCache::taking`]): in a rush, a booking aimed at a slot another one is
+//! taking here hears "taken" at once rather than queueing for a database connection to hear
+//! it there (the transaction would not wait for that seat either: see `booking`).
 
 use crate::domain::CommuneId;
 use crate::domain::slots::{Occupancy, Occupied};
@@ -38,6 +43,34 @@ struct Inner {
     entries: HashMap<Span, Entry>,
     /// Numbers this instance's bookings, to tell those a read may have missed.
     seq: u64,
+    /// The seats this instance's bookings are taking, by number ([`Taking`]), and the last
+    /// number given.
+    taking: HashMap<u64, (CommuneId, Occupied)>,
+    taking_seq: u64,
+}
+
+/// A seat a booking of this instance is taking, counted taken by listings and bookings until
+/// dropped (the booking recorded with [`OccupancyCache::taken`], or failed).
+pub struct Taking {
+    cache: Arc<OccupancyCache>,
+    id: u64,
+}
+
+impl Drop for Taking {
+    fn drop(&mut self) {
+        self.cache.inner().taking.remove(&self.id);
+    }
+}
+
+/// The seats of `commune` being taken, as `taking` lists them.
+fn taken_in(
+    taking: &HashMap<u64, (CommuneId, Occupied)>,
+    commune: CommuneId,
+) -> impl Iterator<Item = Occupied> + '_ {
+    taking
+        .values()
+        .filter(move |(c, _)| *c == commune)
+        .map(|(_, o)| *o)
 }
 
 struct Entry {
@@ -82,12 +115,14 @@ impl Entry {
         }
     }
 
-    fn current(&self) -> Option<Occupancy> {
+    /// The snapshot with this instance's bookings on top, and the seats it is `taking`.
+    fn current(&self, taking: impl Iterator<Item = Occupied>) -> Option<Occupancy> {
         let snapshot = self.snapshot.as_ref()?;
-        Some(if self.added.is_empty() {
+        let mut taking = taking.peekable();
+        Some(if self.added.is_empty() && taking.peek().is_none() {
             snapshot.clone()
         } else {
-            snapshot.with(self.added.iter().map(|(_, o)| *o))
+            snapshot.with(self.added.iter().map(|(_, o)| *o).chain(taking))
         })
     }
 }
@@ -121,17 +156,20 @@ impl OccupancyCache {
     /// a read that failed or was given up): it reads.
     pub fn lookup(&self, span: Span, now: DateTime<Utc>, waited: bool) -> Lookup {
         let mut inner = self.inner();
-        let seq = inner.seq;
-        let entry = inner
-            .entries
-            .entry(span)
-            .or_insert_with(|| Entry::empty(now));
+        let Inner {
+            entries,
+            seq,
+            taking,
+            ..
+        } = &mut *inner;
+        let seq = *seq;
+        let entry = entries.entry(span).or_insert_with(|| Entry::empty(now));
         // A clock set back (tests) counts as expired.
         let age = now - entry.read_at;
         if entry.released.is_none()
             && age >= Duration::zero()
             && (age < OCCUPANCY_TTL || (entry.refreshing && age < SERVED_WHILE_REFRESHED))
-            && let Some(occupancy) = entry.current()
+            && let Some(occupancy) = entry.current(taken_in(taking, span.0))
         {
             return Lookup::Use(occupancy);
         }
@@ -162,15 +200,18 @@ impl OccupancyCache {
     pub fn store(&self, ticket: Ticket, snapshot: Occupancy) -> Occupancy {
         let mut inner = self.inner();
         let now = ticket.at;
-        let entry = inner
-            .entries
+        let Inner {
+            entries, taking, ..
+        } = &mut *inner;
+        let taking = || taken_in(taking, ticket.span.0);
+        let entry = entries
             .entry(ticket.span)
             .or_insert_with(|| Entry::empty(now));
         entry.read_ended(&ticket);
         if entry.snapshot.is_some() && ticket.seq < entry.read_seq {
             // A newer read was kept meanwhile; bookings this one may lack are no longer
             // listed apart: answer with the newer.
-            return entry.current().unwrap_or(snapshot);
+            return entry.current(taking()).unwrap_or(snapshot);
         }
         entry.added.retain(|(seq, _)| *seq > ticket.seq);
         entry.snapshot = Some(snapshot);
@@ -179,10 +220,8 @@ impl OccupancyCache {
         if entry.released.is_some_and(|r| r <= ticket.seq) {
             entry.released = None;
         }
-        let current = entry.current().unwrap_or_default();
-        inner
-            .entries
-            .retain(|_, e| e.refreshing || (now - e.read_at < KEPT && e.read_at <= now));
+        let current = entry.current(taking()).unwrap_or_default();
+        entries.retain(|_, e| e.refreshing || (now - e.read_at < KEPT && e.read_at <= now));
         current
     }
 
@@ -205,7 +244,20 @@ impl OccupancyCache {
                 let age = now - e.read_at;
                 e.released.is_none() && age >= Duration::zero() && age < OCCUPANCY_TTL
             })
-            .find_map(|(_, e)| e.current())
+            .find_map(|(_, e)| e.current(taken_in(&inner.taking, commune)))
+    }
+
+    /// Counts `occupied` taken, by listings and bookings of this instance, until the guard is
+    /// dropped.
+    pub fn taking(self: &Arc<Self>, commune: CommuneId, occupied: Occupied) -> Taking {
+        let mut inner = self.inner();
+        inner.taking_seq += 1;
+        let id = inner.taking_seq;
+        inner.taking.insert(id, (commune, occupied));
+        Taking {
+            cache: self.clone(),
+            id,
+        }
     }
 
     /// The read failed: another listing will try.
@@ -299,6 +351,24 @@ mod tests {
         // Bookings made before that read began are in what it read; not added twice.
         let stored = cache.store(ticket, Occupancy::new([seat(1, 3600), seat(3, 3600)]));
         assert_eq!(seats(&stored, 3600), [1, 3]);
+    }
+
+    #[test]
+    fn seats_being_taken_count_until_their_booking_ends() {
+        let cache = Arc::new(OccupancyCache::default());
+        let ticket = read(&cache, t(0)).unwrap();
+        cache.store(ticket, Occupancy::new([seat(1, 3600)]));
+        let taking = cache.taking(7, seat(2, 3600));
+        let _other_commune = cache.taking(8, seat(3, 3600));
+        let listed = |cache: &OccupancyCache| match cache.lookup(SPAN, t(0), false) {
+            Lookup::Use(used) => seats(&used, 3600),
+            _ => panic!("fresh snapshot not used"),
+        };
+        assert_eq!(listed(&cache), [1, 2]);
+        let covering = cache.covering(7, t(3600), t(4200), t(0)).unwrap();
+        assert_eq!(seats(&covering, 3600), [1, 2]);
+        drop(taking);
+        assert_eq!(listed(&cache), [1]);
     }
 
     #[test]

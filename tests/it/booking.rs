@@ -264,6 +264,75 @@ async fn a_rush_reads_expired_closures_once() {
     }
 }
 
+/// A seat a booking of this instance is taking counts as taken before it commits: the listings
+/// stop showing it, and another hold for it hears "taken" at once; if the booking fails, the
+/// seat is listed again. Here the booking is held up on the claims table, locked by another
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_being_taken_is_not_listed() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let w = std::sync::Arc::new(World::new(db).await);
+    let slot = tuesday(11, 40);
+    // Citizen 1 has an appointment already: their booking of the slot will be refused, once
+    // it gets to their claim.
+    let mut earlier = w.request(w.titres, tuesday(9, 0), 1);
+    earlier.location = Some(w.town_hall);
+    w.engine
+        .book(&earlier, BookingMode::Confirmed)
+        .await
+        .unwrap();
+    assert!(free_starts(&w, Some(w.town_hall)).await.contains(&slot));
+
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+    blocker.execute("BEGIN").await.unwrap();
+    blocker
+        .execute("LOCK TABLE citizen_claims IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let hold = |n: u32| {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let mut request = w.request(w.titres, slot, n);
+            request.location = Some(w.town_hall);
+            w.engine.book(&request, BookingMode::Hold).await
+        })
+    };
+    let first = hold(1);
+    let waiting_on_claims = "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE '%citizen_claims%'";
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(waiting_on_claims)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        !free_starts(&w, Some(w.town_hall)).await.contains(&slot),
+        "being taken: not listed"
+    );
+    let second = hold(2).await.unwrap().unwrap_err();
+    assert!(matches!(second, BookingError::SlotTaken), "{second:?}");
+    blocker.execute("ROLLBACK").await.unwrap();
+    let first = first.await.unwrap().unwrap_err();
+    assert!(matches!(first, BookingError::Duplicate(_)), "{first:?}");
+    assert!(
+        free_starts(&w, Some(w.town_hall)).await.contains(&slot),
+        "listed again once the booking failed"
+    );
+    let mut request = w.request(w.titres, slot, 2);
+    request.location = Some(w.town_hall);
+    w.engine.book(&request, BookingMode::Hold).await.unwrap();
+}
+
 async fn moves_are_atomic(db: TestDb) {
     let w = World::new(db).await;
     let mut request = w.request(w.titres, tuesday(9, 0), 1);
