@@ -27,13 +27,14 @@ pub use error::BookingError;
 pub use occupancy::OCCUPANCY_TTL;
 
 use crate::domain::otp::{self, OtpCode};
+use crate::domain::reminders::reminder_due;
 use crate::domain::slots::{FreeSlot, Occupancy, Occupied, SlotFilter, SlotSearch, choose_seat};
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Category, Channel, Citizen, Clock, Closure,
     Commune, CommuneId, Location, LocationId, OpeningRule, Planning, PlanningId, Service,
     ServiceId, Status,
 };
-use crate::domain::{MessageChannel, NotificationKind};
+use crate::domain::{MessageChannel, NotificationKind, PhoneE164};
 use crate::notify::templates::Subject;
 use crate::notify::{CodeDestination, Notifier};
 use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Seats, Store, StoreError, StoreTx};
@@ -307,6 +308,24 @@ impl Engine {
             location: &details.location,
             appointment,
             booking_url,
+        }
+    }
+
+    /// Whether the number of an appointment at `starts_at`, confirmed now, said STOP. That
+    /// decides only how its reminder goes (the confirmation is sent anyway): for an appointment
+    /// too close to get one, it is not read.
+    async fn opted_out_of_reminder(
+        &self,
+        commune: &Commune,
+        phone: Option<&PhoneE164>,
+        starts_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        match phone {
+            Some(phone) if reminder_due(commune, starts_at, now).is_some() => {
+                Ok(self.store.is_sms_opted_out(phone.as_str()).await?)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -762,9 +781,10 @@ impl Engine {
         let mut likely = self
             .likely_free(&ctx, &offered, req.start, end, now, None, true)
             .await?;
-        let opted_out = match &req.citizen.phone {
-            Some(phone) if mode == BookingMode::Confirmed => {
-                self.store.is_sms_opted_out(phone.as_str()).await?
+        let opted_out = match mode {
+            BookingMode::Confirmed => {
+                self.opted_out_of_reminder(&ctx.commune, req.citizen.phone.as_ref(), req.start, now)
+                    .await?
             }
             _ => false,
         };
@@ -1311,7 +1331,14 @@ impl Engine {
         let before = self.appointment(id).await?;
         let details = self.details(&before).await?;
         self.check_lapsed_hold(&before, now).await?;
-        let opted_out = self.sms_opted_out(&before).await?;
+        let opted_out = self
+            .opted_out_of_reminder(
+                &details.commune,
+                before.citizen.phone.as_ref(),
+                before.starts_at,
+                now,
+            )
+            .await?;
         let (mut tx, mut appointment) = self.open(&before).await?;
         match (appointment.effective_status(now), code) {
             (Status::Confirmed, None) => return Ok((appointment, None)),

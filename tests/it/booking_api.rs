@@ -5,7 +5,7 @@
 use crate::fake_twilio::{FakeTwilio, extract_code};
 use crate::helpers::{PUBLIC_URL, TestApp, TestAppOptions, TestDb, World, paris};
 use chrono::Duration;
-use guichet::domain::{NotificationKind, NotificationStatus};
+use guichet::domain::{MessageChannel, NotificationKind, NotificationStatus};
 use serde_json::{Value, json};
 
 const MOBILE: &str = "+33639980001";
@@ -584,4 +584,62 @@ async fn sms_usage_per_month() {
         .expect("a reminder is scheduled");
     assert_eq!(reminder.status, NotificationStatus::Pending);
     assert_eq!(reminder.message.due_at, paris("2026-12-01", 9, 0));
+}
+
+/// A number that said STOP still gets its code and its confirmation by SMS; its reminder goes
+/// by e-mail. Whether it said STOP is read only for an appointment that gets a reminder: one
+/// for the next day gets none, by any channel.
+#[tokio::test]
+async fn a_number_that_said_stop_is_reminded_by_email() {
+    let s = setup(TestDb::sqlite().await).await;
+    let now = s.w.engine.now();
+    s.w.store().add_sms_opt_out(MOBILE, now).await.unwrap();
+    let kinds_of = async |id: &str| {
+        let id: uuid::Uuid = id.parse().unwrap();
+        let mut kinds: Vec<(NotificationKind, MessageChannel)> =
+            s.w.store()
+                .notifications_of(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| (n.message.kind, n.message.channel))
+                .collect();
+        kinds.sort_by_key(|(kind, channel)| (kind.as_str(), channel.as_str()));
+        kinds
+    };
+    for (start, reminded) in [
+        ("2026-12-03T09:00:00+01:00", true),
+        ("2026-12-01T09:00:00+01:00", false),
+    ] {
+        let (status, held) = s
+            .app
+            .post_json(
+                "/api/v1/communes/testville/appointments",
+                hold_body(&s.w, start, Some(MOBILE), Some("marie@exemple.fr")),
+            )
+            .await;
+        assert_eq!(status, 201, "{held}");
+        let id = held["id"].as_str().unwrap();
+        let code = s.code_for(MOBILE).await;
+        let (status, body) = s.confirm(id, &code).await;
+        assert_eq!(status, 200, "{body}");
+        let mut expected = vec![
+            (NotificationKind::Code, MessageChannel::Sms),
+            (NotificationKind::Confirmation, MessageChannel::Email),
+            (NotificationKind::Confirmation, MessageChannel::Sms),
+        ];
+        if reminded {
+            expected.push((NotificationKind::Reminder, MessageChannel::Email));
+        }
+        expected.sort_by_key(|(kind, channel)| (kind.as_str(), channel.as_str()));
+        assert_eq!(kinds_of(id).await, expected, "{start}");
+        let (status, _) = s
+            .app
+            .post_json(
+                &format!("/api/v1/manage/{}/cancel", body["token"].as_str().unwrap()),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
 }
