@@ -1346,8 +1346,24 @@ impl Engine {
             (Status::Held | Status::Expired, _) => {}
             (other, _) => return Err(BookingError::NotModifiable(other)),
         }
+        // A hold still good and its right code (as almost always): the code used up and the
+        // appointment confirmed in one statement.
+        let mut written = false;
         if let Some(code) = code {
-            tx = self.use_code(tx, id, code, now).await?;
+            if appointment.effective_status(now) == Status::Held {
+                let confirmed = confirmed_now(appointment.clone(), now);
+                let hash = otp::hash(&self.otp_key, id, code);
+                written = tx
+                    .update_with_otp(&confirmed, &hash, now)
+                    .await
+                    .map_err(seat_conflict)?;
+                if written {
+                    appointment = confirmed;
+                }
+            }
+            if !written {
+                tx = self.use_code(tx, id, code, now).await?;
+            }
         }
         let mut freed = false;
         if appointment.effective_status(now) == Status::Expired {
@@ -1371,13 +1387,12 @@ impl Engine {
                 return Err(self.duplicate(holder).await);
             }
         }
-        appointment.status = Status::Confirmed;
-        appointment.hold_expires_at = None;
-        appointment.confirmed_at = Some(now);
-        touch(&mut appointment, now);
-        tx.update_appointment(&appointment)
-            .await
-            .map_err(seat_conflict)?;
+        if !written {
+            appointment = confirmed_now(appointment, now);
+            tx.update_appointment(&appointment)
+                .await
+                .map_err(seat_conflict)?;
+        }
         let token = self.notifier.new_link(tx.as_mut(), id, now).await?;
         let booking_url = self.notifier.booking_url(&details.commune);
         let subject = self.subject(&details, &appointment, &booking_url);
@@ -1602,6 +1617,15 @@ impl Engine {
         tx.commit().await?;
         Ok(appointment)
     }
+}
+
+/// `appointment` confirmed at `now`.
+fn confirmed_now(mut appointment: Appointment, now: DateTime<Utc>) -> Appointment {
+    appointment.status = Status::Confirmed;
+    appointment.hold_expires_at = None;
+    appointment.confirmed_at = Some(now);
+    touch(&mut appointment, now);
+    appointment
 }
 
 fn touch(appointment: &mut Appointment, now: DateTime<Utc>) {

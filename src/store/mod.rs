@@ -959,6 +959,21 @@ pub trait StoreTx: Send {
         code_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Writes `appointment` (as [`StoreTx::update_appointment`]) once its one-time code is used
+    /// up ([`StoreTx::use_otp`]): true. False, nothing changed, when `code_hash` is not its
+    /// code's or the code is no longer good. PostgreSQL: one statement.
+    async fn update_with_otp(
+        &mut self,
+        appointment: &Appointment,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        if !self.use_otp(appointment.id, code_hash, now).await? {
+            return Ok(false);
+        }
+        self.update_appointment(appointment).await?;
+        Ok(true)
+    }
     async fn insert_manage_token(
         &mut self,
         token_hash: &str,

@@ -447,9 +447,39 @@ fn insert_on_free_seat_sql() -> &'static str {
     &SQL
 }
 
+/// [`StoreTx::update_with_otp`] in one statement: [`sql::USE_OTP`] (its code hash and instant
+/// as `$20` and `$21`) in a data-modifying `WITH`, and [`sql::UPDATE_APPOINTMENT`] (`$1`–`$19`)
+/// only where it used the code up.
+fn update_with_otp_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let use_otp = sql::USE_OTP.replace("$2", "$20").replace("$3", "$21");
+        format!(
+            "WITH used AS ({use_otp} RETURNING 1) {} AND EXISTS (SELECT 1 FROM used)",
+            sql::UPDATE_APPOINTMENT
+        )
+    });
+    &SQL
+}
+
 impl_store_tx!(PgTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn update_with_otp(
+        &mut self,
+        a: &Appointment,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let updated = bind_appointment_update!(query(sqlx::AssertSqlSafe(update_with_otp_sql())), a)
+            .bind(code_hash)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        Ok(updated == 1)
     }
 
     async fn insert_appointment_on_free_seat(&mut self, a: &Appointment) -> Result<bool> {

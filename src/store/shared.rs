@@ -1239,6 +1239,34 @@ macro_rules! bind_new_appointment {
     }};
 }
 
+/// `$query` ([`sql::UPDATE_APPOINTMENT`], or a statement that begins with its parameters) with
+/// the appointment `$a`'s mutable fields bound.
+macro_rules! bind_appointment_update {
+    ($query:expr, $a:expr) => {{
+        let a: &Appointment = $a;
+        $query
+            .bind(a.id)
+            .bind(a.planning_id)
+            .bind(a.location_id)
+            .bind(ts(a.starts_at))
+            .bind(ts(a.ends_at))
+            .bind(a.seat)
+            .bind(a.persons)
+            .bind(a.citizen.name.as_str())
+            .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
+            .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
+            .bind(ants_ids_text(a))
+            .bind(a.status.as_str())
+            .bind(opt_ts(a.hold_expires_at))
+            .bind(&a.cancel_reason)
+            .bind(a.version)
+            .bind(ts(a.updated_at))
+            .bind(opt_ts(a.confirmed_at))
+            .bind(opt_ts(a.cancelled_at))
+            .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
+    }};
+}
+
 /// `impl StoreTx for $tx { … }`, likewise; a backend gives `commit`, and the query builders
 /// `query`, `query_as` and `query_scalar` with sqlx's shape (PostgreSQL: sqlx's own; SQLite: the
 /// direct write connection's, see `sqlite_direct`).
@@ -1323,26 +1351,7 @@ macro_rules! impl_store_tx {
             }
 
             async fn update_appointment(&mut self, a: &Appointment) -> Result<()> {
-                query(sql::UPDATE_APPOINTMENT)
-                    .bind(a.id)
-                    .bind(a.planning_id)
-                    .bind(a.location_id)
-                    .bind(ts(a.starts_at))
-                    .bind(ts(a.ends_at))
-                    .bind(a.seat)
-                    .bind(a.persons)
-                    .bind(a.citizen.name.as_str())
-                    .bind(a.citizen.phone.as_ref().map(|p| p.as_str()))
-                    .bind(a.citizen.email.as_ref().map(|e| e.as_str()))
-                    .bind(ants_ids_text(a))
-                    .bind(a.status.as_str())
-                    .bind(opt_ts(a.hold_expires_at))
-                    .bind(&a.cancel_reason)
-                    .bind(a.version)
-                    .bind(ts(a.updated_at))
-                    .bind(opt_ts(a.confirmed_at))
-                    .bind(opt_ts(a.cancelled_at))
-                    .bind(crate::domain::wording::folded(a.citizen.name.as_str()))
+                bind_appointment_update!(query(sql::UPDATE_APPOINTMENT), a)
                     .execute(&mut *self.tx)
                     .await
                     .map_err(map_err)?;

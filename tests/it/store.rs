@@ -1801,6 +1801,7 @@ async fn a_code_is_used_once_and_only_while_good(db: crate::helpers::TestDb) {
     let good = put(0, now + Duration::minutes(10), 5).await;
     let expired = put(1, now, 5).await;
     let burnt = put(2, now + Duration::minutes(10), 0).await;
+    let fresh = put(3, now + Duration::minutes(10), 5).await;
 
     let mut tx = store.begin().await.unwrap();
     assert!(
@@ -1824,5 +1825,53 @@ async fn a_code_is_used_once_and_only_while_good(db: crate::helpers::TestDb) {
     assert_eq!(used.used_at, Some(now));
     assert_eq!(used.attempts_left, 5);
     assert_eq!(tx.otp(expired).await.unwrap().unwrap().used_at, None);
+    // An appointment written once its code is used up, or not at all.
+    let confirmed = |id| {
+        let mut a = appointment(&w, paris("2026-12-01", 9, 0), 1, Status::Confirmed);
+        a.id = id;
+        a.hold_expires_at = None;
+        a.confirmed_at = Some(now);
+        a.version = 2;
+        a
+    };
+    let fresh_start = paris("2026-12-01", 10, 0);
+    let mut fresh_confirmed = confirmed(fresh);
+    fresh_confirmed.starts_at = fresh_start;
+    fresh_confirmed.ends_at = fresh_start + Duration::minutes(20);
+    assert!(
+        !tx.update_with_otp(&fresh_confirmed, "hash-0", now)
+            .await
+            .unwrap(),
+        "another hash"
+    );
+    assert!(
+        !tx.update_with_otp(&confirmed(expired), "hash-1", now)
+            .await
+            .unwrap(),
+        "expired"
+    );
+    assert_eq!(
+        tx.appointment(fresh).await.unwrap().unwrap().status,
+        Status::Held
+    );
+    assert_eq!(tx.otp(fresh).await.unwrap().unwrap().used_at, None);
+    assert!(
+        tx.update_with_otp(&fresh_confirmed, "hash-3", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.update_with_otp(&fresh_confirmed, "hash-3", now)
+            .await
+            .unwrap(),
+        "used once"
+    );
+    tx.commit().await.unwrap();
+    let written = store.appointment(fresh).await.unwrap().unwrap();
+    assert_eq!(written, fresh_confirmed);
+    assert_eq!(
+        store.appointment(expired).await.unwrap().unwrap().status,
+        Status::Held
+    );
 }
 both_backends!(code_use, a_code_is_used_once_and_only_while_good);
