@@ -192,7 +192,7 @@ async fn main() {
     let url = format!("sqlite://{}", dir.path().join("calls.db").display());
     let store = store::connect(&url).await.expect("database");
     // Enough slots for every caller: the point is the webhooks, not a shortage.
-    let (commune, _) = support::open_slots(store.as_ref(), args.calls * 3).await;
+    let commune = support::open_slots(store.as_ref(), args.calls * 3).await;
     let (sms_base, phones) = support::sms_provider().await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -251,7 +251,7 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let (overbooked, confirmed) = support::overbooking(store.as_ref(), commune).await;
+    let (overbooked, confirmed) = support::overbooking(store.as_ref(), &commune).await;
     let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
         "booked by telephone: {} (confirmed in the database: {confirmed})   overbooked: {overbooked}   retries after \"slot taken\": {}",

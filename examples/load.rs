@@ -8,6 +8,10 @@
 //! counts bookings and checks every planning for overbooking in the database, and prints
 //! throughput and latency percentiles.
 //!
+//! The server starts cold: its first requests open its database connections and prepare their
+//! statements in the rush. `--warm-up N` first lets N other citizens book N slots of the day
+//! after, as on a server that has been serving when a commune opens its slots at 8:00.
+//!
 //! cargo run --release --example load -- --citizens 1000 --slots 100
 //! cargo run --release --example load -- --citizens 10000 --slots 10000 --postgres postgres://postgres@127.0.0.1/test
 
@@ -32,6 +36,7 @@ struct Args {
     slots: usize,
     concurrency: usize,
     postgres: Option<String>,
+    warm_up: usize,
 }
 
 fn args() -> Args {
@@ -40,6 +45,7 @@ fn args() -> Args {
         slots: 100,
         concurrency: 200,
         postgres: None,
+        warm_up: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,12 +55,13 @@ fn args() -> Args {
             "--slots" => args.slots = value().parse().expect("--slots M"),
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency C"),
             "--postgres" => args.postgres = Some(value()),
+            "--warm-up" => args.warm_up = value().parse().expect("--warm-up N"),
             other => panic!("unknown argument {other}"),
         }
     }
     assert!(
-        args.citizens <= 10_000,
-        "citizens use the 10,000 fiction numbers 06 39 98 xx xx"
+        args.citizens + args.warm_up <= 10_000,
+        "citizens (and those of the warm-up) use the 10,000 fiction numbers 06 39 98 xx xx"
     );
     args
 }
@@ -106,14 +113,22 @@ struct Stats {
     errors: HashMap<String, usize>,
 }
 
+/// What a citizen books: the service, on that day.
+#[derive(Clone, Copy)]
+struct Target {
+    service: i64,
+    day: chrono::NaiveDate,
+}
+
 async fn citizen(
     n: usize,
     client: reqwest::Client,
     base: String,
-    service: i64,
+    target: Target,
     phones: Phones,
     stats: Arc<Mutex<Stats>>,
 ) {
+    let Target { service, day } = target;
     let phone = format!("+3363998{n:04}");
     let mut code = phones.watch(&phone);
     let fail = |reason: String| {
@@ -134,7 +149,7 @@ async fn citizen(
             let t = Instant::now();
             let slots: Vec<Listed> = match client
                 .get(format!(
-                    "{base}/api/v1/communes/ruee/slots?service={service}&limit=100"
+                    "{base}/api/v1/communes/ruee/slots?service={service}&from={day}&to={day}&limit=100"
                 ))
                 .send()
                 .await
@@ -218,6 +233,36 @@ async fn citizen(
     }
 }
 
+/// Citizens numbered `numbers` race for `target`, `concurrency` at a time.
+async fn run_citizens(
+    numbers: std::ops::Range<usize>,
+    concurrency: usize,
+    client: &reqwest::Client,
+    base: &str,
+    target: Target,
+    phones: &Phones,
+    stats: &Arc<Mutex<Stats>>,
+) {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::new();
+    for n in numbers {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let (client, base, phones, stats) = (
+            client.clone(),
+            base.to_owned(),
+            phones.clone(),
+            stats.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            citizen(n, client, base, target, phones, stats).await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -225,7 +270,18 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (url, schema) = database_url(&args.postgres, dir.path()).await;
     let store = store::connect(&url).await.expect("database");
-    let (commune, service) = support::open_slots(store.as_ref(), args.slots).await;
+    let mut commune = support::open_slots(store.as_ref(), args.slots).await;
+    let rush = Target {
+        service: commune.service,
+        day: commune.day,
+    };
+    let warm_up = Target {
+        day: commune.day + chrono::Duration::days(1),
+        ..rush
+    };
+    if args.warm_up > 0 {
+        support::add_slots(store.as_ref(), &mut commune, args.warm_up, warm_up.day).await;
+    }
 
     // The local SMS provider.
     let (sms_base, phones) = support::sms_provider().await;
@@ -287,27 +343,44 @@ async fn main() {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .unwrap();
+    if args.warm_up > 0 {
+        // A server that has been serving, as when a commune opens its slots at 8:00: its
+        // connections open, its statements prepared. Other citizens book the day after.
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let numbers = 10_000 - args.warm_up..10_000;
+        run_citizens(
+            numbers,
+            args.concurrency,
+            &client,
+            &base,
+            warm_up,
+            &phones,
+            &stats,
+        )
+        .await;
+        let s = stats.lock().unwrap();
+        println!(
+            "warm-up: {} citizens booked {} of {} slots the day after (not counted below)",
+            args.warm_up, s.confirmed, args.warm_up
+        );
+    }
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let gate = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for n in 0..args.citizens {
-        let permit = gate.clone().acquire_owned().await.unwrap();
-        let (client, base, phones, stats) =
-            (client.clone(), base.clone(), phones.clone(), stats.clone());
-        tasks.push(tokio::spawn(async move {
-            citizen(n, client, base, service, phones, stats).await;
-            drop(permit);
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    run_citizens(
+        0..args.citizens,
+        args.concurrency,
+        &client,
+        &base,
+        rush,
+        &phones,
+        &stats,
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
 
     // Overbooking, counted in the database: seats of a planning never overlap, and no more
     // appointments take a slot than it has seats.
-    let (overbooked, confirmed_in_db) = support::overbooking(store.as_ref(), commune).await;
+    let (overbooked, confirmed_in_db) = support::overbooking(store.as_ref(), &commune).await;
 
     let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
@@ -326,7 +399,8 @@ async fn main() {
         "wall time {elapsed:.2} s   throughput {:.0} confirmed bookings/s",
         s.confirmed as f64 / elapsed
     );
-    // Server side: the Prometheus histogram guichet keeps per route (bucket bounds).
+    // Server side: the Prometheus histogram guichet keeps per route (bucket bounds), the
+    // warm-up's requests included.
     support::print_server_side(
         &client,
         &base,

@@ -114,8 +114,19 @@ pub fn server_side(metrics: &str, route: &str) -> (f64, f64, f64) {
     (total, bound(0.5), bound(0.99))
 }
 
+/// The commune a rush books: one location, one five-minute service.
+pub struct Commune {
+    pub id: i64,
+    pub service: i64,
+    /// The day of the slots [`open_slots`] opened.
+    pub day: chrono::NaiveDate,
+    location: i64,
+    plannings: usize,
+}
+
 /// A commune with exactly `slots` five-minute slots tomorrow, one seat each.
-pub async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64, i64) {
+pub async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> Commune {
+    let tomorrow = Utc::now().with_timezone(&Paris).date_naive() + Duration::days(1);
     let commune = store
         .insert_commune(&NewCommune {
             slug: "ruee".into(),
@@ -163,16 +174,32 @@ pub async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64
         })
         .await
         .unwrap();
-    let tomorrow = Utc::now().with_timezone(&Paris).date_naive() + Duration::days(1);
+    let mut commune = Commune {
+        id: commune,
+        service,
+        day: tomorrow,
+        location,
+        plannings: 0,
+    };
+    add_slots(store, &mut commune, slots, tomorrow).await;
+    commune
+}
+
+/// Opens `slots` more five-minute slots on `day`, one seat each.
+pub async fn add_slots(
+    store: &dyn guichet::store::Store,
+    commune: &mut Commune,
+    slots: usize,
+    day: chrono::NaiveDate,
+) {
     let mut left = slots;
-    let mut n = 0;
     while left > 0 {
         let here = left.min(SLOTS_PER_PLANNING);
-        n += 1;
+        commune.plannings += 1;
         let planning = store
             .insert_planning(&NewPlanning {
-                commune_id: commune,
-                name: format!("Station {n}"),
+                commune_id: commune.id,
+                name: format!("Station {}", commune.plannings),
                 capacity: 1,
             })
             .await
@@ -180,30 +207,38 @@ pub async fn open_slots(store: &dyn guichet::store::Store, slots: usize) -> (i64
         store
             .insert_opening_rule(&NewOpeningRule {
                 planning_id: planning,
-                location_id: location,
+                location_id: commune.location,
                 weekdays: Weekdays(0x7f),
                 start: MinuteOfDay::hm(8, 0),
                 end: MinuteOfDay(8 * 60 + 5 * here as u16),
                 step_minutes: 5,
-                valid_from: tomorrow,
-                valid_until: Some(tomorrow),
-                service_ids: vec![service],
+                valid_from: day,
+                valid_until: Some(day),
+                service_ids: vec![commune.service],
             })
             .await
             .unwrap();
         left -= here;
     }
-    (commune, service)
 }
 
 /// Overbooked seats (appointments beyond one per planning and slot) and confirmed bookings of a
-/// commune, counted in the database.
-pub async fn overbooking(store: &dyn guichet::store::Store, commune: i64) -> (usize, usize) {
+/// commune on the day of its slots, counted in the database.
+pub async fn overbooking(store: &dyn guichet::store::Store, commune: &Commune) -> (usize, usize) {
     let now = Utc::now();
-    let all = store
-        .appointments(commune, now - Duration::days(1), now + Duration::days(5))
-        .await
-        .unwrap();
+    let midnight = |day: chrono::NaiveDate| {
+        use chrono::TimeZone;
+        Paris
+            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let (from, to) = (
+        midnight(commune.day),
+        midnight(commune.day + Duration::days(1)),
+    );
+    let all = store.appointments(commune.id, from, to).await.unwrap();
     let mut per_slot: HashMap<(i64, chrono::DateTime<Utc>), usize> = HashMap::new();
     for a in all.iter().filter(|a| a.occupies_at(now)) {
         *per_slot.entry((a.planning_id, a.starts_at)).or_default() += 1;
