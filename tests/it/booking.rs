@@ -199,12 +199,70 @@ async fn expired_holds_stop_counting_by_themselves(db: TestDb) {
 }
 both_backends!(expired_holds, expired_holds_stop_counting_by_themselves);
 
+/// Another session holding `table` locked until it ends its transaction, and a way to count the
+/// sessions waiting on it.
+struct TableLock {
+    blocker: sqlx::PgConnection,
+    /// Outside any transaction: within one, PostgreSQL answers pg_stat_activity from the
+    /// snapshot it took first.
+    watcher: sqlx::PgConnection,
+    waiting: String,
+}
+
+impl TableLock {
+    async fn take(url: &str, table: &str, statements_like: &str) -> TableLock {
+        use sqlx::{Connection, Executor};
+        let mut blocker = sqlx::PgConnection::connect(url).await.unwrap();
+        let watcher = sqlx::PgConnection::connect(url).await.unwrap();
+        blocker.execute("BEGIN").await.unwrap();
+        blocker
+            .execute(sqlx::AssertSqlSafe(format!(
+                "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            )))
+            .await
+            .unwrap();
+        let waiting = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '{statements_like}'"
+        );
+        TableLock {
+            blocker,
+            watcher,
+            waiting,
+        }
+    }
+
+    /// Sessions waiting on a lock in a statement like the one given.
+    async fn waiting(&mut self) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(self.waiting.as_str()))
+            .fetch_one(&mut self.watcher)
+            .await
+            .unwrap()
+    }
+
+    /// [`TableLock::waiting`], once a session waits (polled for five seconds at most).
+    async fn first_waiting(&mut self) -> i64 {
+        for _ in 0..500 {
+            let waiting = self.waiting().await;
+            if waiting > 0 {
+                return waiting;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        0
+    }
+
+    async fn release(mut self, end: &'static str) {
+        use sqlx::Executor;
+        self.blocker.execute(end).await.unwrap();
+    }
+}
+
 /// A rush finds the closures the listings read expired all at once (a second later): one hold
 /// reads them, the others wait for that read rather than each making their own. Here the read
 /// is held up by a lock on the table, and PostgreSQL shows how many sessions wait on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rush_reads_expired_closures_once() {
-    use sqlx::{Connection, Executor};
     let Some(db) = TestDb::postgres().await else {
         return;
     };
@@ -213,15 +271,7 @@ async fn a_rush_reads_expired_closures_once() {
     assert!(!free_starts(&w, Some(w.town_hall)).await.is_empty());
     w.clock.advance(Duration::seconds(2));
 
-    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-    // Watched from outside any transaction: within one, PostgreSQL answers pg_stat_activity
-    // from the snapshot it took first.
-    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute("LOCK TABLE closures IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut lock = TableLock::take(&url, "closures", "%FROM closures%").await;
     let w = std::sync::Arc::new(w);
     let holds: Vec<_> = (0..5)
         .map(|n| {
@@ -237,28 +287,15 @@ async fn a_rush_reads_expired_closures_once() {
             })
         })
         .collect();
-    let waiting_on_closures = "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%FROM closures%'";
-    let mut waiting: i64 = 0;
-    for _ in 0..500 {
-        waiting = sqlx::query_scalar(waiting_on_closures)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(waiting, 1, "one hold reads the closures");
+    assert_eq!(lock.first_waiting().await, 1, "one hold reads the closures");
     // The others have had the time to read them too, if they were going to.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let waiting: i64 = sqlx::query_scalar(waiting_on_closures)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-    assert_eq!(waiting, 1, "the other holds wait for that read");
-    blocker.execute("COMMIT").await.unwrap();
+    assert_eq!(
+        lock.waiting().await,
+        1,
+        "the other holds wait for that read"
+    );
+    lock.release("COMMIT").await;
     for hold in holds {
         assert_eq!(hold.await.unwrap().unwrap().status, Status::Held);
     }
@@ -270,7 +307,6 @@ async fn a_rush_reads_expired_closures_once() {
 /// session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seat_being_taken_is_not_listed() {
-    use sqlx::{Connection, Executor};
     let Some(db) = TestDb::postgres().await else {
         return;
     };
@@ -287,13 +323,7 @@ async fn a_seat_being_taken_is_not_listed() {
         .unwrap();
     assert!(free_starts(&w, Some(w.town_hall)).await.contains(&slot));
 
-    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
-    blocker.execute("BEGIN").await.unwrap();
-    blocker
-        .execute("LOCK TABLE citizen_claims IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let mut lock = TableLock::take(&url, "citizen_claims", "%citizen_claims%").await;
     let hold = |n: u32| {
         let w = w.clone();
         tokio::spawn(async move {
@@ -303,25 +333,14 @@ async fn a_seat_being_taken_is_not_listed() {
         })
     };
     let first = hold(1);
-    let waiting_on_claims = "SELECT count(*) FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND query LIKE '%citizen_claims%'";
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(waiting_on_claims)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    lock.first_waiting().await;
     assert!(
         !free_starts(&w, Some(w.town_hall)).await.contains(&slot),
         "being taken: not listed"
     );
     let second = hold(2).await.unwrap().unwrap_err();
     assert!(matches!(second, BookingError::SlotTaken), "{second:?}");
-    blocker.execute("ROLLBACK").await.unwrap();
+    lock.release("ROLLBACK").await;
     let first = first.await.unwrap().unwrap_err();
     assert!(matches!(first, BookingError::Duplicate(_)), "{first:?}");
     assert!(
