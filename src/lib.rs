@@ -90,7 +90,7 @@ impl App {
     /// Opens the configured database (creating and migrating it as needed) and builds the app,
     /// with the one-time-code key every instance shares.
     pub async fn connect(
-        config: Config,
+        mut config: Config,
         clock: Arc<dyn Clock>,
         demo: bool,
     ) -> anyhow::Result<Self> {
@@ -102,7 +102,6 @@ impl App {
                     config::mask_url_password(&config.database_url)
                 )
             })?;
-        let mut config = config;
         if config.secret_key.is_none() {
             // Known before the engine is built, so that every engine of the app (the web's, the
             // voice menu's) has it: a code sent by one instance is checked by another.

@@ -447,15 +447,15 @@ fn insert_on_free_seat_sql() -> &'static str {
     &SQL
 }
 
-/// [`StoreTx::update_with_otp`] in one statement: [`sql::USE_OTP`] (its code hash and instant
-/// as `$20` and `$21`) in a data-modifying `WITH`, and [`sql::UPDATE_APPOINTMENT`] (`$1`–`$19`)
-/// only where it used the code up.
+/// [`StoreTx::update_with_otp`] in one statement: [`sql::USE_OTP`] (`$1`–`$3`) in a
+/// data-modifying `WITH`, and [`sql::UPDATE_APPOINTMENT`] (`$4`–`$22`) only where it used the
+/// code up.
 fn update_with_otp_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let use_otp = sql::USE_OTP.replace("$2", "$20").replace("$3", "$21");
         format!(
-            "WITH used AS ({use_otp} RETURNING 1) {} AND EXISTS (SELECT 1 FROM used)",
-            sql::UPDATE_APPOINTMENT
+            "WITH used AS ({} RETURNING 1) {} AND EXISTS (SELECT 1 FROM used)",
+            sql::USE_OTP,
+            shift_params(sql::UPDATE_APPOINTMENT, 3)
         )
     });
     &SQL
@@ -472,9 +472,11 @@ impl_store_tx!(PgTx {
         code_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let updated = bind_appointment_update!(query(sqlx::AssertSqlSafe(update_with_otp_sql())), a)
+        let used = query(sqlx::AssertSqlSafe(update_with_otp_sql()))
+            .bind(a.id)
             .bind(code_hash)
-            .bind(now)
+            .bind(now);
+        let updated = bind_appointment_update!(used, a)
             .execute(&mut *self.tx)
             .await
             .map_err(map_err)?
