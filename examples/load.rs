@@ -323,6 +323,12 @@ async fn main() {
             config,
             false,
         );
+        // What `serve` does before its first request (the numbering tables, tens of
+        // milliseconds), done before the rush begins: the rush comes to a server that has
+        // started, not to one still starting.
+        tokio::task::spawn_blocking(guichet::domain::PhoneE164::warm_up)
+            .await
+            .unwrap();
         ready.send(()).unwrap();
         app.serve(listener, std::future::pending()).await.unwrap();
     });
