@@ -37,7 +37,10 @@ use crate::domain::{
 use crate::domain::{MessageChannel, NotificationKind, PhoneE164};
 use crate::notify::templates::Subject;
 use crate::notify::{CodeDestination, Notifier};
-use crate::store::{Claim, ClaimHolder, ClaimKind, OtpRecord, Seats, Store, StoreError, StoreTx};
+use crate::store::{
+    Claim, ClaimHolder, ClaimKind, HeldAtOnce, HoldAtOnce, OtpRecord, Seats, Store, StoreError,
+    StoreTx,
+};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::HashMap;
 use std::future::Future;
@@ -788,6 +791,14 @@ impl Engine {
             }
             _ => false,
         };
+        if let (BookingMode::Hold, Some(to)) = (mode, &destination) {
+            let at_once = self
+                .hold_at_once(req, &ctx, &likely, offered.len(), to, end, now)
+                .await?;
+            if let Some(appointment) = at_once {
+                return Ok((appointment, destination));
+            }
+        }
 
         let (mut tx, chosen) = loop {
             match open_and_take_seat(self.store.as_ref(), &likely.plannings, req.start, end, now)
@@ -808,34 +819,15 @@ impl Engine {
                 }
             }
         };
-        let (status, hold_expires_at, confirmed_at) = match mode {
-            BookingMode::Hold | BookingMode::HoldForDetails => {
-                (Status::Held, Some(now + self.hold_duration), None)
-            }
-            BookingMode::Confirmed => (Status::Confirmed, None, Some(now)),
-        };
-        let mut appointment = Appointment {
-            id: AppointmentId::new_v4(),
-            commune_id: ctx.commune.id,
-            planning_id: chosen.planning,
-            location_id: chosen.location,
-            service_id: ctx.service.id,
-            starts_at: req.start,
-            ends_at: end,
-            seat: Some(chosen.seat),
-            persons: req.persons as i32,
-            citizen: req.citizen.clone(),
-            channel: req.channel,
-            status,
-            hold_expires_at,
-            replaces_id: None,
-            cancel_reason: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-            confirmed_at,
-            cancelled_at: None,
-        };
+        let mut appointment = self.new_appointment(
+            req,
+            &ctx,
+            (chosen.planning, chosen.location),
+            end,
+            mode,
+            now,
+        );
+        appointment.seat = Some(chosen.seat);
         let inserted = match chosen.free_as_opened {
             None => {
                 tx.insert_appointment(&appointment)
@@ -928,22 +920,119 @@ impl Engine {
         if freed {
             self.seat_released(appointment.commune_id);
         }
-        self.seat_taken(&appointment);
+        self.booked(&appointment, &ctx.commune, mode);
+        Ok((appointment, destination))
+    }
+
+    /// A new appointment for `req` on `planning` at `location`, its seat not yet chosen.
+    fn new_appointment(
+        &self,
+        req: &BookingRequest,
+        ctx: &SlotContext,
+        (planning, location): (PlanningId, LocationId),
+        end: DateTime<Utc>,
+        mode: BookingMode,
+        now: DateTime<Utc>,
+    ) -> Appointment {
+        let (status, hold_expires_at, confirmed_at) = match mode {
+            BookingMode::Hold | BookingMode::HoldForDetails => {
+                (Status::Held, Some(now + self.hold_duration), None)
+            }
+            BookingMode::Confirmed => (Status::Confirmed, None, Some(now)),
+        };
+        Appointment {
+            id: AppointmentId::new_v4(),
+            commune_id: ctx.commune.id,
+            planning_id: planning,
+            location_id: location,
+            service_id: ctx.service.id,
+            starts_at: req.start,
+            ends_at: end,
+            seat: None,
+            persons: req.persons as i32,
+            citizen: req.citizen.clone(),
+            channel: req.channel,
+            status,
+            hold_expires_at,
+            replaces_id: None,
+            cancel_reason: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            confirmed_at,
+            cancelled_at: None,
+        }
+    }
+
+    /// What follows a booking's commit: the seat counted taken, the outbox woken.
+    fn booked(&self, appointment: &Appointment, commune: &Commune, mode: BookingMode) {
+        self.seat_taken(appointment);
         self.wake.notify_one();
-        metrics::counter!("guichet_bookings_total", "channel" => req.channel.as_str(), "mode" => match mode {
+        let mode = match mode {
             BookingMode::Hold | BookingMode::HoldForDetails => "hold",
             BookingMode::Confirmed => "confirmed",
-        })
-        .increment(1);
+        };
+        metrics::counter!("guichet_bookings_total", "channel" => appointment.channel.as_str(), "mode" => mode)
+            .increment(1);
         tracing::info!(
             appointment = %appointment.id,
-            commune = %ctx.commune.slug,
-            channel = %req.channel,
+            commune = %commune.slug,
+            channel = %appointment.channel,
             status = %appointment.status,
             phone = appointment.citizen.phone.as_ref().map(|p| p.masked()),
             "appointment booked"
         );
-        Ok((appointment, destination))
+    }
+
+    /// The usual hold with a code — one planning offers the slot — written in one round trip
+    /// where the store can ([`Store::hold_at_once`]). None when it is left to the step-by-step
+    /// booking, nothing written.
+    #[allow(clippy::too_many_arguments)]
+    async fn hold_at_once(
+        &self,
+        req: &BookingRequest,
+        ctx: &SlotContext,
+        likely: &LikelyFree,
+        offered: usize,
+        to: &CodeDestination,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Appointment>> {
+        let [planning] = likely.plannings[..] else {
+            return Ok(None);
+        };
+        let mut appointment = self.new_appointment(req, ctx, planning, end, BookingMode::Hold, now);
+        let commune = &ctx.commune;
+        let claims = claims_of(&appointment.citizen, ctx.service.category);
+        let (otp, message) = self.new_code(commune, &ctx.service, &appointment, to, now);
+        let sms = to.channel() == MessageChannel::Sms;
+        let hold = HoldAtOnce {
+            appointment: &appointment,
+            claims: &claims,
+            holder: ClaimHolder {
+                appointment: appointment.id,
+                commune: commune.id,
+                exclusive: !commune.allow_multiple_per_category,
+            },
+            destination_claim: claims.iter().position(|c| is_destination_of(c, to)),
+            otp: &otp,
+            message: &message,
+            recent: (now - otp::SEND_WINDOW, otp::MAX_SENDS),
+            day_ago: (now - Duration::hours(24), otp::MAX_SENDS_PER_DAY),
+            sms_day: (commune.id, commune.local_date(now)),
+            budget: sms.then_some(commune.sms_daily_budget),
+            now,
+        };
+        match self.store.hold_at_once(&hold).await? {
+            HeldAtOnce::Held(seat) => {
+                appointment.seat = Some(seat);
+                self.booked(&appointment, commune, BookingMode::Hold);
+                Ok(Some(appointment))
+            }
+            // As the step-by-step booking decides on the seats it reads.
+            HeldAtOnce::Taken if likely.fresh || offered == 1 => Err(BookingError::SlotTaken),
+            HeldAtOnce::Taken | HeldAtOnce::StepByStep => Ok(None),
+        }
     }
 
     /// Writes a new one-time code for `appointment` and its message, within the limits: three
@@ -990,23 +1079,7 @@ impl Engine {
         if counts.recent >= otp::MAX_SENDS || counts.today >= otp::MAX_SENDS_PER_DAY {
             return Err(BookingError::TooManyCodes);
         }
-        let code = OtpCode::generate();
-        let record = OtpRecord {
-            appointment_id: appointment.id,
-            destination: key,
-            code_hash: otp::hash(&self.otp_key, appointment.id, &code),
-            expires_at: now + otp::VALIDITY,
-            attempts_left: otp::MAX_ATTEMPTS,
-            used_at: None,
-            created_at: now,
-        };
-        let message = self.notifier.code(
-            (commune, service),
-            appointment,
-            &destination,
-            code.as_str(),
-            now,
-        );
+        let (record, message) = self.new_code(commune, service, appointment, &destination, now);
         let sms = destination.channel() == MessageChannel::Sms;
         if !tx
             .put_code(
@@ -1024,6 +1097,35 @@ impl Engine {
             )));
         }
         Ok(destination)
+    }
+
+    /// A new one-time code for `appointment`, as stored, and its message to `destination`.
+    fn new_code(
+        &self,
+        commune: &Commune,
+        service: &Service,
+        appointment: &Appointment,
+        destination: &CodeDestination,
+        now: DateTime<Utc>,
+    ) -> (OtpRecord, crate::store::NewNotification) {
+        let code = OtpCode::generate();
+        let record = OtpRecord {
+            appointment_id: appointment.id,
+            destination: destination.key(),
+            code_hash: otp::hash(&self.otp_key, appointment.id, &code),
+            expires_at: now + otp::VALIDITY,
+            attempts_left: otp::MAX_ATTEMPTS,
+            used_at: None,
+            created_at: now,
+        };
+        let message = self.notifier.code(
+            (commune, service),
+            appointment,
+            destination,
+            code.as_str(),
+            now,
+        );
+        (record, message)
     }
 
     /// Sends a new code for a held appointment (the previous one stops working).

@@ -8,10 +8,10 @@
 use super::rows::*;
 use super::{
     Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
-    CommuneSettings, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure, NewCommune, NewLocation,
-    NewNotification, NewOpeningRule, NewPlanning, NewService, Notification, NotificationId,
-    OtpRecord, Result, Seats, SendResult, SmsAction, Store, StoreError, StoreTx, VoiceSettings,
-    sql,
+    CommuneSettings, HeldAtOnce, HoldAtOnce, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure,
+    NewCommune, NewLocation, NewNotification, NewOpeningRule, NewPlanning, NewService,
+    Notification, NotificationId, OtpRecord, Result, Seats, SendResult, SmsAction, Store,
+    StoreError, StoreTx, VoiceSettings, sql,
 };
 use crate::domain::{
     Appointment, AppointmentId, AppointmentPlace, Closure, ClosureId, Commune, CommuneId, Location,
@@ -140,10 +140,12 @@ async fn delete_stale_claims_locked(
     Ok(())
 }
 
+const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || $1))";
+
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
 async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || $1))")
+    sqlx::query(LOCK_KEY)
         .bind(key)
         .execute(&mut **tx)
         .await
@@ -223,6 +225,19 @@ impl PgStore {
             // server processes and prepare every statement again, all at once.
             .min_connections(pool_size())
             .acquire_timeout(LOCK_WAIT * 3)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Without it (a role that may not create temporary objects) holds are
+                    // booked step by step.
+                    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(HOLD_FUNCTION.as_str()))
+                        .execute(conn)
+                        .await;
+                    if let Err(e) = created {
+                        tracing::warn!(error = %e, "holds will be booked step by step");
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(map_err)?;
@@ -280,6 +295,58 @@ impl_store!(PgStore {
         // public way to begin on a pooled connection it gave out, and keep it).
         let tx = sqlx::Transaction::begin(conn, None).await.map_err(map_err)?;
         Ok((seats, Some(Box::new(PgTx { tx }))))
+    }
+
+    async fn hold_at_once(&self, h: &HoldAtOnce<'_>) -> Result<HeldAtOnce> {
+        let a = h.appointment;
+        let (first, last) = crate::store::seat_buckets(a.starts_at, a.ends_at);
+        let kinds: Vec<&str> = h.claims.iter().map(|c| c.kind.as_str()).collect();
+        let keys: Vec<&str> = h.claims.iter().map(|c| c.key.as_str()).collect();
+        let locks: Vec<String> = h.claims.iter().map(crate::store::claim_lock).collect();
+        let category = h.claims.first().map(|c| c.category.as_str());
+        let query = bind_new_appointment!(sqlx::query_scalar(sqlx::AssertSqlSafe(CALL_HOLD.as_str())), a)
+            .bind(h.now)
+            // The function adds the seat's number.
+            .bind(crate::store::seat_lock_prefix(a.planning_id))
+            .bind(first)
+            .bind(last)
+            .bind(category)
+            .bind(kinds)
+            .bind(keys)
+            .bind(locks)
+            .bind(h.holder.exclusive)
+            .bind(h.destination_claim.and_then(|i| i32::try_from(i + 1).ok()))
+            .bind(crate::store::destination_lock(&h.otp.destination))
+            .bind(&h.otp.destination)
+            .bind(h.recent.0)
+            .bind(h.recent.1)
+            .bind(h.day_ago.0)
+            .bind(h.day_ago.1)
+            .bind(h.sms_day.0)
+            .bind(h.sms_day.1.format("%Y-%m-%d").to_string())
+            .bind(h.budget)
+            .bind(&h.otp.code_hash)
+            .bind(h.otp.expires_at)
+            .bind(h.otp.attempts_left);
+        let seat: std::result::Result<i32, sqlx::Error> = bind_new_notification!(query, h.message)
+            .fetch_one(&self.pool)
+            .await;
+        match seat {
+            Ok(seat) if seat > 0 => Ok(HeldAtOnce::Held(seat)),
+            Ok(0) => Ok(HeldAtOnce::Taken),
+            Ok(_) => Ok(HeldAtOnce::StepByStep),
+            Err(sqlx::Error::Database(db))
+                if db.code().is_some_and(|code| {
+                    // Its own "step by step"; the schema refusing what a transaction committed
+                    // meanwhile made a conflict (the step-by-step booking says which); or no
+                    // function on this connection (undefined_function).
+                    code == STEP_BY_STEP || code.starts_with("23") || code == "42883"
+                }) =>
+            {
+                Ok(HeldAtOnce::StepByStep)
+            }
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     async fn occupancy(
@@ -388,24 +455,239 @@ pub struct PgTx {
 /// `sql` with its parameters `$1`, `$2`, … numbered from `$1 + by`: to put statements written
 /// on their own side by side in one.
 fn shift_params(sql: &str, by: usize) -> String {
+    rename_params(sql, |n| format!("${}", n + by))
+}
+
+/// `sql` with each parameter `$n` replaced by `name(n)`: to run a statement written on its own
+/// in a function, on the function's arguments and variables.
+fn rename_params(sql: &str, name: impl Fn(usize) -> String) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {
-        out.push(c);
-        if c == '$' {
-            let mut digits = String::new();
-            while let Some(d) = chars.next_if(char::is_ascii_digit) {
-                digits.push(d);
-            }
-            if let Ok(n) = digits.parse::<usize>() {
-                out.push_str(&(n + by).to_string());
-            } else {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.next_if(char::is_ascii_digit) {
+            digits.push(d);
+        }
+        match digits.parse::<usize>() {
+            Ok(n) => out.push_str(&name(n)),
+            Err(_) => {
+                out.push(c);
                 out.push_str(&digits);
             }
         }
     }
     out
 }
+
+/// The SQLSTATE by which [`HOLD_FUNCTION`] says "step by step" (nothing written).
+const STEP_BY_STEP: &str = "GH001";
+
+/// [`Store::hold_at_once`]'s function, made of the statements the step-by-step booking runs
+/// (the same text, on the function's arguments), in the same order and under the same locks.
+/// Its statements each see what was committed when they began, as in a transaction at READ
+/// COMMITTED: a claim inserted after its lock is granted sees the claims committed before.
+/// Its statements are planned once per connection, not for each of the first five calls as
+/// PostgreSQL otherwise does (the plans are the same: every statement looks up by key).
+/// It is created in each connection's own temporary schema when the connection opens: always
+/// the definition of the running guichet, whatever another instance or version runs beside it.
+/// Arguments: the appointment as [`sql::INSERT_APPOINTMENT`] binds it (`a1`–`a24`, its seat
+/// chosen here), then as [`PgStore::hold_at_once`] binds them. It answers the seat taken, 0 when
+/// every seat is taken or being taken, −1 when the planning does not take bookings there.
+static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    const APPOINTMENT: [&str; 24] = [
+        "uuid",
+        "bigint",
+        "bigint",
+        "bigint",
+        "bigint",
+        "timestamptz",
+        "timestamptz",
+        "integer",
+        "integer",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+        "uuid",
+        "text",
+        "integer",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "text",
+    ];
+    const NOTIFICATION: [&str; 12] = [
+        "uuid",
+        "bigint",
+        "uuid",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+    ];
+    let mut args: Vec<String> = APPOINTMENT
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("a{} {t}", i + 1))
+        .collect();
+    args.extend(
+        [
+            "p_now timestamptz",
+            "p_seat_lock text",
+            "p_first integer",
+            "p_last integer",
+            "p_category text",
+            "p_kinds text[]",
+            "p_keys text[]",
+            "p_claim_locks text[]",
+            "p_exclusive boolean",
+            "p_destination_claim integer",
+            "p_destination_lock text",
+            "p_destination text",
+            "p_recent timestamptz",
+            "p_max_recent bigint",
+            "p_day_ago timestamptz",
+            "p_max_day bigint",
+            "p_commune bigint",
+            "p_day text",
+            "p_budget integer",
+            "p_code_hash text",
+            "p_code_expires timestamptz",
+            "p_code_attempts integer",
+        ]
+        .map(String::from),
+    );
+    args.extend(
+        NOTIFICATION
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("n{} {t}", i + 1)),
+    );
+    let a = |n: usize| format!("a{n}");
+    let seats = rename_params(sql::SEATS_OF, |n| {
+        ["a3", "a6", "a7", "p_now", "a4"][n - 1].to_owned()
+    });
+    let insert = rename_params(insert_on_free_seat_sql(), |n| match n {
+        8 => "v_seat".to_owned(),
+        25 => "(p_seat_lock || v_seat)".to_owned(),
+        26 => "p_first".to_owned(),
+        27 => "p_last".to_owned(),
+        n => a(n),
+    });
+    let claim_names = |n: usize, fourth: &str, fifth: &str, sixth: &str| match n {
+        1 => "p_category".to_owned(),
+        2 => "p_kinds[i]".to_owned(),
+        3 => "p_keys[i]".to_owned(),
+        4 => fourth.to_owned(),
+        5 => fifth.to_owned(),
+        _ => sixth.to_owned(),
+    };
+    let stale = rename_params(sql::DELETE_STALE_CLAIM_LOCKED, |n| {
+        let destination = "(CASE WHEN i = p_destination_claim THEN p_destination_lock END)";
+        claim_names(n, "p_now", "p_claim_locks[i]", destination)
+    });
+    let claim = rename_params(sql::INSERT_CLAIM, |n| {
+        claim_names(n, "a1", "a2", "p_exclusive")
+    });
+    let lock_destination = rename_params(LOCK_KEY, |_| "p_destination_lock".to_owned());
+    let limits = rename_params(sql::CODE_LIMITS, |n| {
+        [
+            "p_destination",
+            "p_recent",
+            "p_day_ago",
+            "p_commune",
+            "p_day",
+        ][n - 1]
+            .to_owned()
+    });
+    let code = |budget: bool| {
+        rename_params(put_code_sql(budget), |n| match n {
+            1 => "a1".to_owned(),
+            2 => "p_destination".to_owned(),
+            3 => "p_code_hash".to_owned(),
+            4 => "p_code_expires".to_owned(),
+            5 => "p_code_attempts".to_owned(),
+            6 => "CAST(NULL AS timestamptz)".to_owned(),
+            7 | 20 => "p_now".to_owned(),
+            21 => "p_commune".to_owned(),
+            22 => "p_day".to_owned(),
+            23 => "p_budget".to_owned(),
+            n => format!("n{}", n - 7),
+        })
+    };
+    let (code_by_email, code_by_sms) = (code(false), code(true));
+    let args = args.join(", ");
+    format!(
+        "CREATE OR REPLACE FUNCTION pg_temp.guichet_hold({args}) RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $hold$
+DECLARE
+    v_id bigint; v_commune bigint; v_name text; v_capacity integer; v_active boolean;
+    v_busy integer[]; v_closed boolean; v_seat integer; v_placed boolean := false;
+    v_locked record; v_recent bigint; v_today bigint; v_used bigint; v_taken bigint; i integer;
+BEGIN
+    {seats} INTO v_id, v_commune, v_name, v_capacity, v_active, v_busy, v_closed;
+    IF NOT FOUND OR NOT v_active OR v_closed THEN
+        RETURN -1;
+    END IF;
+    -- The lowest free seat first, as choose_seat: one another transaction is taking is skipped.
+    FOR v_seat IN SELECT s FROM generate_series(1, v_capacity) AS s WHERE s <> ALL (v_busy) ORDER BY s LOOP
+        {insert};
+        IF FOUND THEN
+            v_placed := true;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF NOT v_placed THEN
+        RETURN 0;
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
+        {stale} INTO v_locked;
+        {claim};
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a claim to look at';
+        END IF;
+    END LOOP;
+    IF p_destination_claim IS NULL THEN
+        PERFORM {lock_destination};
+    END IF;
+    {limits} INTO v_recent, v_today, v_used;
+    IF v_recent >= p_max_recent OR v_today >= p_max_day OR v_used >= p_budget THEN
+        RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a limit or the budget reached';
+    END IF;
+    IF p_budget IS NULL THEN
+        {code_by_email} INTO v_taken;
+    ELSE
+        {code_by_sms} INTO v_taken;
+        IF v_taken <> 1 THEN
+            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'the budget spent meanwhile';
+        END IF;
+    END IF;
+    RETURN v_seat;
+END $hold$",
+        lock_destination = lock_destination
+            .strip_prefix("SELECT ")
+            .expect("LOCK_KEY is a SELECT"),
+    )
+});
+
+/// The call of [`HOLD_FUNCTION`], its 58 arguments as parameters.
+static CALL_HOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let params: Vec<String> = (1..=58).map(|n| format!("${n}")).collect();
+    format!("SELECT pg_temp.guichet_hold({})", params.join(", "))
+});
 
 /// [`StoreTx::put_code`] in one statement: the code (`$1`–`$7`, as [`sql::PUT_OTP`]), its message
 /// (`$8`–`$20`, as [`sql::INSERT_NOTIFICATION`]) and, with `budget`, the SMS taken from it

@@ -1368,7 +1368,7 @@ macro_rules! impl_store_tx {
                 let (category, kind) = (claim.category.as_str(), claim.kind.as_str());
                 // Claims on one identity are decided one transaction at a time (the schema is the
                 // backstop).
-                let lock = format!("claim:{category}:{kind}:{}", claim.key);
+                let lock = crate::store::claim_lock(claim);
                 let mut destination = destination.map(crate::store::destination_lock);
                 let mut looked_again = false;
                 loop {

@@ -1875,3 +1875,192 @@ async fn a_code_is_used_once_and_only_while_good(db: crate::helpers::TestDb) {
     );
 }
 both_backends!(code_use, a_code_is_used_once_and_only_while_good);
+
+/// `hold_at_once`: on PostgreSQL, the usual hold in one statement — the lowest seat free and not
+/// being taken, the citizen's claims, the code, its message and the SMS from the budget — and
+/// nothing written when a seat, a claim, a limit or the budget calls for the step-by-step
+/// booking. SQLite always leaves it to the step-by-step booking.
+async fn a_hold_at_once(db: crate::helpers::TestDb) {
+    use guichet::domain::{MessageChannel, NotificationKind};
+    use guichet::store::{HeldAtOnce, HoldAtOnce, NewNotification, OtpRecord};
+    let postgres = db.backend == "postgres";
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    let start = paris("2026-12-04", 15, 40);
+    let day = now.date_naive();
+    // Citizen `n` holds `start` on the annex (two seats), the code to their mobile (or, without
+    // a budget, to their e-mail); nothing of it is in the store before.
+    let hold = async |n: u32, planning, budget: Option<i32>| {
+        let mut held = appointment(&w, start, 0, Status::Held);
+        held.seat = None;
+        held.planning_id = planning;
+        held.citizen = citizen(n);
+        let (channel, to) = match budget {
+            Some(_) => (
+                MessageChannel::Sms,
+                held.citizen.phone.as_ref().unwrap().as_str(),
+            ),
+            None => (
+                MessageChannel::Email,
+                held.citizen.email.as_ref().unwrap().as_str(),
+            ),
+        };
+        let claims = [
+            Claim {
+                category: Category::Titres,
+                kind: ClaimKind::Phone,
+                key: held.citizen.phone.as_ref().unwrap().as_str().to_owned(),
+            },
+            Claim {
+                category: Category::Titres,
+                kind: ClaimKind::Email,
+                key: held.citizen.email.as_ref().unwrap().as_str().to_owned(),
+            },
+        ];
+        let otp = OtpRecord {
+            appointment_id: held.id,
+            destination: to.to_owned(),
+            code_hash: format!("hash-{n}"),
+            expires_at: now + Duration::minutes(10),
+            attempts_left: 5,
+            used_at: None,
+            created_at: now,
+        };
+        let message = NewNotification {
+            id: uuid::Uuid::new_v4(),
+            commune_id: Some(w.commune),
+            appointment_id: Some(held.id),
+            kind: NotificationKind::Code,
+            channel,
+            destination: to.to_owned(),
+            dedupe_key: None,
+            subject: budget.is_none().then(|| "Votre code".into()),
+            body: format!("Code {n}"),
+            html: None,
+            ics: None,
+            due_at: now,
+        };
+        let outcome = store
+            .hold_at_once(&HoldAtOnce {
+                appointment: &held,
+                claims: &claims,
+                holder: ClaimHolder {
+                    appointment: held.id,
+                    commune: w.commune,
+                    exclusive: true,
+                },
+                destination_claim: Some(usize::from(budget.is_none())),
+                otp: &otp,
+                message: &message,
+                recent: (now - Duration::minutes(10), 3),
+                day_ago: (now - Duration::hours(24), 10),
+                sms_day: (w.commune, day),
+                budget,
+                now,
+            })
+            .await
+            .unwrap();
+        (held, otp, outcome)
+    };
+    let written = async |held: &Appointment| store.appointment(held.id).await.unwrap();
+    let sms_used = async || {
+        let mut tx = store.begin().await.unwrap();
+        let limits = tx
+            .code_limits("none", now, now, w.commune, day)
+            .await
+            .unwrap();
+        limits.sms_used
+    };
+
+    let (first, otp, outcome) = hold(1, w.annex_planning, Some(2)).await;
+    if !postgres {
+        assert_eq!(outcome, HeldAtOnce::StepByStep);
+        assert_eq!(written(&first).await, None, "nothing written");
+        return;
+    }
+    assert_eq!(outcome, HeldAtOnce::Held(1), "the lowest free seat");
+    let stored = written(&first).await.expect("the appointment is written");
+    assert_eq!(
+        (stored.seat, stored.status, stored.citizen),
+        (Some(1), Status::Held, first.citizen.clone())
+    );
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.otp(first.id).await.unwrap(), Some(otp), "the code");
+    let other = ClaimHolder {
+        appointment: AppointmentId::new_v4(),
+        commune: w.commune,
+        exclusive: true,
+    };
+    for (kind, key) in [
+        (ClaimKind::Phone, "+33639980001"),
+        (ClaimKind::Email, "citoyen1@exemple.fr"),
+    ] {
+        let claim = Claim {
+            category: Category::Titres,
+            kind,
+            key: key.into(),
+        };
+        assert_eq!(
+            tx.claim(&claim, &other, None, now).await.unwrap(),
+            Some(first.id),
+            "the {kind:?} is claimed"
+        );
+    }
+    drop(tx);
+    let messages = store.notifications_of(first.id).await.unwrap();
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| (m.message.body.as_str(), m.message.destination.as_str()))
+            .collect::<Vec<_>>(),
+        [("Code 1", "+33639980001")]
+    );
+    assert_eq!(sms_used().await, 1, "one SMS from the budget");
+
+    // Another transaction is taking seat 2: the hold does not wait for it, nothing is written.
+    let mut taking = store.begin().await.unwrap();
+    let mut on_seat_two = appointment(&w, start, 2, Status::Held);
+    on_seat_two.citizen = citizen(9);
+    assert!(
+        taking
+            .insert_appointment_on_free_seat(&on_seat_two)
+            .await
+            .unwrap()
+    );
+    let (second, _, outcome) = hold(2, w.annex_planning, Some(2)).await;
+    assert_eq!(outcome, HeldAtOnce::Taken);
+    assert_eq!(written(&second).await, None);
+    drop(taking);
+    let (second, _, outcome) = hold(2, w.annex_planning, Some(2)).await;
+    assert_eq!(outcome, HeldAtOnce::Held(2), "seat 2, once let go");
+    assert!(written(&second).await.is_some());
+    assert_eq!(sms_used().await, 2);
+
+    // Left to the step-by-step booking, nothing written: a citizen who holds already, a spent
+    // budget, a planning that does not exist.
+    let (again, _, outcome) = hold(1, w.counter, Some(5)).await;
+    assert_eq!(outcome, HeldAtOnce::StepByStep, "citizen 1 holds already");
+    assert_eq!(written(&again).await, None);
+    let (spent, _, outcome) = hold(3, w.counter, Some(2)).await;
+    assert_eq!(
+        outcome,
+        HeldAtOnce::StepByStep,
+        "the budget of two is spent"
+    );
+    assert_eq!(written(&spent).await, None);
+    assert_eq!(sms_used().await, 2);
+    let (nowhere, _, outcome) = hold(4, w.counter + 1000, Some(5)).await;
+    assert_eq!(outcome, HeldAtOnce::StepByStep, "no such planning");
+    assert_eq!(written(&nowhere).await, None);
+    // By e-mail the budget is not looked at.
+    let (by_email, _, outcome) = hold(3, w.counter, None).await;
+    assert_eq!(outcome, HeldAtOnce::Held(1));
+    assert!(written(&by_email).await.is_some());
+    assert_eq!(sms_used().await, 2);
+    // The counter is full now.
+    let (full, _, outcome) = hold(5, w.counter, Some(5)).await;
+    assert_eq!(outcome, HeldAtOnce::Taken);
+    assert_eq!(written(&full).await, None);
+}
+both_backends!(hold_at_once, a_hold_at_once);
