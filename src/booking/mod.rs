@@ -984,9 +984,9 @@ impl Engine {
         );
     }
 
-    /// The usual hold with a code — one planning offers the slot — written in one round trip
-    /// where the store can ([`Store::hold_at_once`]). None when it is left to the step-by-step
-    /// booking, nothing written.
+    /// The usual hold with a code, written in one round trip where the store can
+    /// ([`Store::hold_at_once`]): on the plannings likely free, in order, until one has a seat.
+    /// None when it is left to the step-by-step booking, nothing written.
     #[allow(clippy::too_many_arguments)]
     async fn hold_at_once(
         &self,
@@ -998,41 +998,46 @@ impl Engine {
         end: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Appointment>> {
-        let [planning] = likely.plannings[..] else {
-            return Ok(None);
-        };
-        let mut appointment = self.new_appointment(req, ctx, planning, end, BookingMode::Hold, now);
         let commune = &ctx.commune;
-        let claims = claims_of(&appointment.citizen, ctx.service.category);
-        let (otp, message) = self.new_code(commune, &ctx.service, &appointment, to, now);
+        let claims = claims_of(&req.citizen, ctx.service.category);
         let sms = to.channel() == MessageChannel::Sms;
-        let hold = HoldAtOnce {
-            appointment: &appointment,
-            claims: &claims,
-            holder: ClaimHolder {
-                appointment: appointment.id,
-                commune: commune.id,
-                exclusive: !commune.allow_multiple_per_category,
-            },
-            destination_claim: claims.iter().position(|c| is_destination_of(c, to)),
-            otp: &otp,
-            message: &message,
-            recent: (now - otp::SEND_WINDOW, otp::MAX_SENDS),
-            day_ago: (now - Duration::hours(24), otp::MAX_SENDS_PER_DAY),
-            sms_day: (commune.id, commune.local_date(now)),
-            budget: sms.then_some(commune.sms_daily_budget),
-            now,
-        };
-        match self.store.hold_at_once(&hold).await? {
-            HeldAtOnce::Held(seat) => {
-                appointment.seat = Some(seat);
-                self.booked(&appointment, commune, BookingMode::Hold);
-                Ok(Some(appointment))
+        for &planning in &likely.plannings {
+            let mut appointment =
+                self.new_appointment(req, ctx, planning, end, BookingMode::Hold, now);
+            let (otp, message) = self.new_code(commune, &ctx.service, &appointment, to, now);
+            let hold = HoldAtOnce {
+                appointment: &appointment,
+                claims: &claims,
+                holder: ClaimHolder {
+                    appointment: appointment.id,
+                    commune: commune.id,
+                    exclusive: !commune.allow_multiple_per_category,
+                },
+                destination_claim: claims.iter().position(|c| is_destination_of(c, to)),
+                otp: &otp,
+                message: &message,
+                recent: (now - otp::SEND_WINDOW, otp::MAX_SENDS),
+                day_ago: (now - Duration::hours(24), otp::MAX_SENDS_PER_DAY),
+                sms_day: (commune.id, commune.local_date(now)),
+                budget: sms.then_some(commune.sms_daily_budget),
+                now,
+            };
+            match self.store.hold_at_once(&hold).await? {
+                HeldAtOnce::Held(seat) => {
+                    appointment.seat = Some(seat);
+                    self.booked(&appointment, commune, BookingMode::Hold);
+                    return Ok(Some(appointment));
+                }
+                HeldAtOnce::Taken => continue,
+                HeldAtOnce::StepByStep => return Ok(None),
             }
-            // As the step-by-step booking decides on the seats it reads.
-            HeldAtOnce::Taken if likely.fresh || offered == 1 => Err(BookingError::SlotTaken),
-            HeldAtOnce::Taken | HeldAtOnce::StepByStep => Ok(None),
         }
+        // Every seat taken or being taken: as the step-by-step booking decides on the seats it
+        // reads (a listing's snapshot that missed plannings is looked at again there).
+        if likely.fresh || likely.plannings.len() == offered {
+            return Err(BookingError::SlotTaken);
+        }
+        Ok(None)
     }
 
     /// Writes a new one-time code for `appointment` and its message, within the limits: three
