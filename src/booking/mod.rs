@@ -791,7 +791,9 @@ impl Engine {
             }
             _ => false,
         };
-        if let (BookingMode::Hold, Some(to)) = (mode, &destination) {
+        if let (BookingMode::Hold, Some(to), true) =
+            (mode, &destination, self.store.holds_at_once())
+        {
             let at_once = self
                 .hold_at_once(req, &ctx, &likely, offered.len(), to, end, now)
                 .await?;
@@ -1008,11 +1010,7 @@ impl Engine {
             let hold = HoldAtOnce {
                 appointment: &appointment,
                 claims: &claims,
-                holder: ClaimHolder {
-                    appointment: appointment.id,
-                    commune: commune.id,
-                    exclusive: !commune.allow_multiple_per_category,
-                },
+                exclusive: !commune.allow_multiple_per_category,
                 destination_claim: claims.iter().position(|c| is_destination_of(c, to)),
                 otp: &otp,
                 message: &message,

@@ -124,7 +124,8 @@ pub struct HoldAtOnce<'a> {
     /// Its `seat` is chosen by the store.
     pub appointment: &'a Appointment,
     pub claims: &'a [Claim],
-    pub holder: ClaimHolder,
+    /// The claims are exclusive (see [`ClaimHolder`]).
+    pub exclusive: bool,
     /// The index in `claims` of the code's destination, whose lock is taken with its claim
     /// (see the engine's `claims_lock`); none: taken after all claims.
     pub destination_claim: Option<usize>,
@@ -535,6 +536,10 @@ pub trait Store: Send + Sync + 'static {
     /// written ([`HeldAtOnce::StepByStep`]).
     async fn hold_at_once(&self, _hold: &HoldAtOnce<'_>) -> Result<HeldAtOnce> {
         Ok(HeldAtOnce::StepByStep)
+    }
+    /// Whether [`Store::hold_at_once`] can do anything: no code is prepared for it otherwise.
+    fn holds_at_once(&self) -> bool {
+        false
     }
 
     async fn insert_commune(&self, commune: &NewCommune) -> Result<CommuneId>;

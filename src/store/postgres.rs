@@ -297,6 +297,10 @@ impl_store!(PgStore {
         Ok((seats, Some(Box::new(PgTx { tx }))))
     }
 
+    fn holds_at_once(&self) -> bool {
+        true
+    }
+
     async fn hold_at_once(&self, h: &HoldAtOnce<'_>) -> Result<HeldAtOnce> {
         let a = h.appointment;
         let (first, last) = crate::store::seat_buckets(a.starts_at, a.ends_at);
@@ -314,7 +318,7 @@ impl_store!(PgStore {
             .bind(kinds)
             .bind(keys)
             .bind(locks)
-            .bind(h.holder.exclusive)
+            .bind(h.exclusive)
             .bind(h.destination_claim.and_then(|i| i32::try_from(i + 1).ok()))
             .bind(crate::store::destination_lock(&h.otp.destination))
             .bind(&h.otp.destination)

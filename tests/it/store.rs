@@ -1945,11 +1945,7 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
             .hold_at_once(&HoldAtOnce {
                 appointment: &held,
                 claims: &claims,
-                holder: ClaimHolder {
-                    appointment: held.id,
-                    commune: w.commune,
-                    exclusive: true,
-                },
+                exclusive: true,
                 destination_claim: Some(usize::from(budget.is_none())),
                 otp: &otp,
                 message: &message,
@@ -1973,6 +1969,7 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
         limits.sms_used
     };
 
+    assert_eq!(store.holds_at_once(), postgres);
     let (first, otp, outcome) = hold(1, w.annex_planning, Some(2)).await;
     if !postgres {
         assert_eq!(outcome, HeldAtOnce::StepByStep);
