@@ -490,60 +490,16 @@ fn rename_params(sql: &str, name: impl Fn(usize) -> String) -> String {
 /// The SQLSTATE by which [`HOLD_FUNCTION`] says "step by step" (nothing written).
 const STEP_BY_STEP: &str = "GH001";
 
-/// [`Store::hold_at_once`]'s function, made of the statements the step-by-step booking runs
-/// (the same text, on the function's arguments), in the same order and under the same locks.
-/// Its statements each see what was committed when they began, as in a transaction at READ
-/// COMMITTED: a claim inserted after its lock is granted sees the claims committed before.
-/// Its statements are planned once per connection, not for each of the first five calls as
-/// PostgreSQL otherwise does (the plans are the same: every statement looks up by key).
-/// It is created in each connection's own temporary schema when the connection opens: always
-/// the definition of the running guichet, whatever another instance or version runs beside it.
-/// Arguments: the appointment as [`sql::INSERT_APPOINTMENT`] binds it (`a1`–`a24`, its seat
-/// chosen here), then as [`PgStore::hold_at_once`] binds them. It answers the seat taken, 0 when
-/// every seat is taken or being taken, −1 when the planning does not take bookings there.
-static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    const APPOINTMENT: [&str; 24] = [
-        "uuid",
-        "bigint",
-        "bigint",
-        "bigint",
-        "bigint",
-        "timestamptz",
-        "timestamptz",
-        "integer",
-        "integer",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "timestamptz",
-        "uuid",
-        "text",
-        "integer",
-        "timestamptz",
-        "timestamptz",
-        "timestamptz",
-        "timestamptz",
-        "text",
-    ];
-    const NOTIFICATION: [&str; 12] = [
-        "uuid",
-        "bigint",
-        "uuid",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "text",
-        "timestamptz",
-    ];
+/// [`HOLD_FUNCTION`]'s arguments, named and typed.
+fn hold_arguments() -> Vec<String> {
+    // The types sqlx binds them with (`bind_new_appointment!`, `bind_new_notification!`).
+    const APPOINTMENT: &str = "uuid bigint bigint bigint bigint timestamptz timestamptz integer \
+        integer text text text text text text timestamptz uuid text integer timestamptz timestamptz \
+        timestamptz timestamptz text";
+    const NOTIFICATION: &str =
+        "uuid bigint uuid text text text text text text text text timestamptz";
     let mut args: Vec<String> = APPOINTMENT
-        .iter()
+        .split_whitespace()
         .enumerate()
         .map(|(i, t)| format!("a{} {t}", i + 1))
         .collect();
@@ -576,10 +532,25 @@ static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     );
     args.extend(
         NOTIFICATION
-            .iter()
+            .split_whitespace()
             .enumerate()
             .map(|(i, t)| format!("n{} {t}", i + 1)),
     );
+    args
+}
+
+/// [`Store::hold_at_once`]'s function, made of the statements the step-by-step booking runs
+/// (the same text, on the function's arguments), in the same order and under the same locks.
+/// Its statements each see what was committed when they began, as in a transaction at READ
+/// COMMITTED: a claim inserted after its lock is granted sees the claims committed before.
+/// Its statements are planned once per connection, not for each of the first five calls as
+/// PostgreSQL otherwise does (the plans are the same: every statement looks up by key).
+/// It is created in each connection's own temporary schema when the connection opens: always
+/// the definition of the running guichet, whatever another instance or version runs beside it.
+/// Arguments: the appointment as [`sql::INSERT_APPOINTMENT`] binds it (`a1`–`a24`, its seat
+/// chosen here), then as [`PgStore::hold_at_once`] binds them. It answers the seat taken, 0 when
+/// every seat is taken or being taken, −1 when the planning does not take bookings there.
+static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let a = |n: usize| format!("a{n}");
     let seats = rename_params(sql::SEATS_OF, |n| {
         ["a3", "a6", "a7", "p_now", "a4"][n - 1].to_owned()
@@ -633,7 +604,7 @@ static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
         })
     };
     let (code_by_email, code_by_sms) = (code(false), code(true));
-    let args = args.join(", ");
+    let args = hold_arguments().join(", ");
     format!(
         "CREATE OR REPLACE FUNCTION pg_temp.guichet_hold({args}) RETURNS integer LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan AS $hold$
@@ -687,9 +658,11 @@ END $hold$",
     )
 });
 
-/// The call of [`HOLD_FUNCTION`], its 58 arguments as parameters.
+/// The call of [`HOLD_FUNCTION`], its arguments as parameters.
 static CALL_HOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let params: Vec<String> = (1..=58).map(|n| format!("${n}")).collect();
+    let params: Vec<String> = (1..=hold_arguments().len())
+        .map(|n| format!("${n}"))
+        .collect();
     format!("SELECT pg_temp.guichet_hold({})", params.join(", "))
 });
 
