@@ -1056,6 +1056,9 @@ pub trait StoreTx: Send {
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
+    /// Undoes the transaction now. Dropping it undoes it too, but its connection says so to
+    /// the database only when next used: its locks are held until then.
+    async fn rollback(self: Box<Self>) -> Result<()>;
 }
 
 /// SQL shared by both backends: `$n` placeholders work on SQLite too, and the schemas use the

@@ -725,6 +725,10 @@ impl_store_tx!(PgTx {
         self.tx.commit().await.map_err(map_err)
     }
 
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        self.tx.rollback().await.map_err(map_err)
+    }
+
     async fn update_with_otp(
         &mut self,
         a: &Appointment,

@@ -390,6 +390,12 @@ mod direct {
         async fn commit(self: Box<Self>) -> Result<()> {
             self.tx.commit().await.map_err(map_err)
         }
+
+        async fn rollback(self: Box<Self>) -> Result<()> {
+            // Dropping the write transaction rolls it back at once.
+            drop(self);
+            Ok(())
+        }
     });
 }
 

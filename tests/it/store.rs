@@ -2028,7 +2028,7 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
     let (second, _, outcome) = hold(2, w.annex_planning, Some(2)).await;
     assert_eq!(outcome, HeldAtOnce::Taken);
     assert_eq!(written(&second).await, None);
-    drop(taking);
+    taking.rollback().await.unwrap();
     let (second, _, outcome) = hold(2, w.annex_planning, Some(2)).await;
     assert_eq!(outcome, HeldAtOnce::Held(2), "seat 2, once let go");
     assert!(written(&second).await.is_some());
