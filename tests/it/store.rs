@@ -1700,11 +1700,46 @@ async fn back_office_round_trip(db: crate::helpers::TestDb) {
 }
 both_backends!(back_office, back_office_round_trip);
 
+/// Code number `n` of `held` (its hash `hash-{n}`, valid ten minutes) and its message, "Code {n}",
+/// to `to` by `channel`.
+fn code_for(
+    w: &World,
+    held: &Appointment,
+    (channel, to): (guichet::domain::MessageChannel, &str),
+    n: i64,
+) -> (guichet::store::OtpRecord, guichet::store::NewNotification) {
+    use guichet::domain::{MessageChannel, NotificationKind};
+    let now = w.clock_now();
+    let otp = guichet::store::OtpRecord {
+        appointment_id: held.id,
+        destination: to.to_owned(),
+        code_hash: format!("hash-{n}"),
+        expires_at: now + Duration::minutes(10),
+        attempts_left: 5,
+        used_at: None,
+        created_at: now,
+    };
+    let message = guichet::store::NewNotification {
+        id: uuid::Uuid::new_v4(),
+        commune_id: Some(w.commune),
+        appointment_id: Some(held.id),
+        kind: NotificationKind::Code,
+        channel,
+        destination: to.to_owned(),
+        dedupe_key: None,
+        subject: (channel == MessageChannel::Email).then(|| "Votre code".into()),
+        body: format!("Code {n}"),
+        html: None,
+        ics: None,
+        due_at: now,
+    };
+    (otp, message)
+}
+
 /// `put_code` writes a code and its message, and an SMS one takes its SMS from the commune's
 /// budget for the day: false once the budget is spent (one statement on PostgreSQL).
 async fn codes_take_their_sms_from_the_budget(db: crate::helpers::TestDb) {
-    use guichet::domain::{MessageChannel, NotificationKind};
-    use guichet::store::{NewNotification, OtpRecord};
+    use guichet::domain::MessageChannel;
     let w = World::new(db).await;
     let store = w.store();
     let now = w.clock_now();
@@ -1719,29 +1754,7 @@ async fn codes_take_their_sms_from_the_budget(db: crate::helpers::TestDb) {
         };
         let mut tx = store.begin().await.unwrap();
         tx.insert_appointment(&held).await.unwrap();
-        let otp = OtpRecord {
-            appointment_id: held.id,
-            destination: to.into(),
-            code_hash: format!("hash-{n}"),
-            expires_at: now + Duration::minutes(10),
-            attempts_left: 5,
-            used_at: None,
-            created_at: now,
-        };
-        let message = NewNotification {
-            id: uuid::Uuid::new_v4(),
-            commune_id: Some(w.commune),
-            appointment_id: Some(held.id),
-            kind: NotificationKind::Code,
-            channel,
-            destination: to.into(),
-            dedupe_key: None,
-            subject: (!sms).then(|| "Votre code".into()),
-            body: format!("Code {n}"),
-            html: None,
-            ics: None,
-            due_at: now,
-        };
+        let (otp, message) = code_for(&w, &held, (channel, to), n);
         let budget = sms.then_some((w.commune, day, budget));
         let taken = tx.put_code(&otp, &message, budget, now).await.unwrap();
         let written = tx.otp(held.id).await.unwrap();
@@ -1881,8 +1894,8 @@ both_backends!(code_use, a_code_is_used_once_and_only_while_good);
 /// nothing written when a seat, a claim, a limit or the budget calls for the step-by-step
 /// booking. SQLite always leaves it to the step-by-step booking.
 async fn a_hold_at_once(db: crate::helpers::TestDb) {
-    use guichet::domain::{MessageChannel, NotificationKind};
-    use guichet::store::{HeldAtOnce, HoldAtOnce, NewNotification, OtpRecord};
+    use guichet::domain::MessageChannel;
+    use guichet::store::{HeldAtOnce, HoldAtOnce};
     let postgres = db.backend == "postgres";
     let w = World::new(db).await;
     let store = w.store();
@@ -1918,29 +1931,7 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
                 key: held.citizen.email.as_ref().unwrap().as_str().to_owned(),
             },
         ];
-        let otp = OtpRecord {
-            appointment_id: held.id,
-            destination: to.to_owned(),
-            code_hash: format!("hash-{n}"),
-            expires_at: now + Duration::minutes(10),
-            attempts_left: 5,
-            used_at: None,
-            created_at: now,
-        };
-        let message = NewNotification {
-            id: uuid::Uuid::new_v4(),
-            commune_id: Some(w.commune),
-            appointment_id: Some(held.id),
-            kind: NotificationKind::Code,
-            channel,
-            destination: to.to_owned(),
-            dedupe_key: None,
-            subject: budget.is_none().then(|| "Votre code".into()),
-            body: format!("Code {n}"),
-            html: None,
-            ics: None,
-            due_at: now,
-        };
+        let (otp, message) = code_for(&w, &held, (channel, to), i64::from(n));
         let outcome = store
             .hold_at_once(&HoldAtOnce {
                 appointment: &held,
