@@ -529,7 +529,8 @@ pub trait Store: Send + Sync + 'static {
     /// PostgreSQL: the usual hold, as the step-by-step booking would write it — the planning's
     /// seats read, the appointment on a free seat not being taken, each claim under its lock,
     /// the code's limits read under the destination's lock, the code, its message and the SMS
-    /// taken from the budget — in one statement that commits: one round trip instead of seven.
+    /// taken from the budget — in one statement that commits: one round trip instead of eight
+    /// (and one more per claim beyond the first: an e-mail, ANTS numbers).
     /// In a rush the step-by-step transaction's connection spends most of its time waiting for
     /// the next statement, and the commune's budget row stays locked across a round trip; here
     /// neither. Anything out of the ordinary is left to the step-by-step booking, nothing
@@ -1203,8 +1204,11 @@ mod sql {
     pub const DELETE_STALE_CLAIM_LOCKED: &str = concat!(
         "WITH stale AS (",
         delete_stale_claim!(),
-        " RETURNING 1) SELECT pg_advisory_xact_lock(hashtext(current_schema() || $5)), \
-         pg_advisory_xact_lock(hashtext(current_schema() || $6)), (SELECT count(*) FROM stale)"
+        " RETURNING 1) SELECT pg_advisory_xact_lock(",
+        lock_id!("$5"),
+        "), pg_advisory_xact_lock(",
+        lock_id!("$6"),
+        "), (SELECT count(*) FROM stale)"
     );
     /// The claims on an identity that conflict with ours: another appointment's claim in another
     /// commune, or where either side is exclusive (`$4` our appointment, `$5` our commune, `$6`

@@ -44,11 +44,6 @@ const APPOINTMENT_LOCKED: &str = sql::APPOINTMENT_FOR_UPDATE;
 /// Two workers never wait for each other: each skips the rows the other has locked.
 const CLAIM_NOTIFICATIONS: &str = sql::CLAIM_NOTIFICATIONS_SKIP_LOCKED;
 
-/// Advisory locks are named by `hashtext(current_schema() || key)`: they are shared by the
-/// whole database, and two installations in two schemas of one database (or the tests, a
-/// schema each) must not hold each other's — a booking does not wait for a seat whose lock is
-/// held, it counts it taken.
-///
 /// Serialises the transactions that take any of buckets `first..=last` of `key` until they
 /// end, waiting in ascending order. True when it had to wait.
 async fn lock_buckets(
@@ -60,20 +55,19 @@ async fn lock_buckets(
     use sqlx::Row;
     let over_buckets = |sql| sqlx::query(sql).bind(key).bind(first).bind(last);
     // Most of the time nobody holds them: one statement, no waiting.
-    let free: Option<bool> = over_buckets(
-        "SELECT bool_and(pg_try_advisory_xact_lock(hashtext(current_schema() || $1), b)) \
-         FROM generate_series($2, $3) AS b",
-    )
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_err)?
-    .get(0);
+    let free: Option<bool> = over_buckets(concat!("SELECT ", try_bucket_locks!("$1", "$2", "$3")))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(map_err)?
+        .get(0);
     if free == Some(true) {
         return Ok(false);
     }
-    over_buckets(
-        "SELECT count(pg_advisory_xact_lock(hashtext(current_schema() || $1), b)) FROM generate_series($2, $3) AS b",
-    )
+    over_buckets(concat!(
+        "SELECT count(pg_advisory_xact_lock(",
+        lock_id!("$1"),
+        ", b)) FROM generate_series($2, $3) AS b"
+    ))
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
@@ -140,7 +134,7 @@ async fn delete_stale_claims_locked(
     Ok(())
 }
 
-const LOCK_KEY: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || $1))";
+const LOCK_KEY: &str = concat!("SELECT pg_advisory_xact_lock(", lock_id!("$1"), ")");
 
 /// Serialises the transactions that decide on `key` (a citizen's identity, a destination)
 /// until they end.
@@ -698,9 +692,9 @@ fn insert_on_free_seat_sql() -> &'static str {
             .strip_suffix(')')
             .expect("INSERT_APPOINTMENT ends with its VALUES");
         format!(
-            "{} WHERE (SELECT bool_and(pg_try_advisory_xact_lock(hashtext(current_schema() || $25), b)) \
-             FROM generate_series($26, $27) AS b)",
-            values.replacen(" VALUES (", " SELECT ", 1)
+            "{} WHERE {}",
+            values.replacen(" VALUES (", " SELECT ", 1),
+            try_bucket_locks!("$25", "$26", "$27")
         )
     });
     &SQL

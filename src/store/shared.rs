@@ -1185,6 +1185,32 @@ macro_rules! finish_statement {
     }};
 }
 
+/// PostgreSQL: the id of the advisory lock named by the SQL text `$key` (a parameter). Advisory
+/// locks are shared by the whole database: the name is taken within the schema, so that two
+/// installations in two schemas of one database (or the tests, a schema each) do not hold each
+/// other's — a booking does not wait for a seat whose lock is held, it counts it taken.
+macro_rules! lock_id {
+    ($key:literal) => {
+        concat!("hashtext(current_schema() || ", $key, ")")
+    };
+}
+
+/// PostgreSQL: whether the locks of buckets `$first..=$last` of `$key` (SQL text, parameters)
+/// were all free, taken without waiting by this transaction.
+macro_rules! try_bucket_locks {
+    ($key:literal, $first:literal, $last:literal) => {
+        concat!(
+            "(SELECT bool_and(pg_try_advisory_xact_lock(",
+            lock_id!($key),
+            ", b)) FROM generate_series(",
+            $first,
+            ", ",
+            $last,
+            ") AS b)"
+        )
+    };
+}
+
 /// `$query` with the notification `$n` bound as its next twelve parameters, in the order of
 /// [`sql::INSERT_NOTIFICATION`]'s first twelve (which [`sql::INSERT_SENT_MESSAGE`] shares).
 macro_rules! bind_new_notification {
