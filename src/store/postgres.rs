@@ -333,14 +333,8 @@ impl_store!(PgStore {
             Ok(seat) if seat > 0 => Ok(HeldAtOnce::Held(seat)),
             Ok(0) => Ok(HeldAtOnce::Taken),
             Ok(_) => Ok(HeldAtOnce::StepByStep),
-            Err(sqlx::Error::Database(db))
-                if db.code().is_some_and(|code| {
-                    // Its own "step by step"; the schema refusing what a transaction committed
-                    // meanwhile made a conflict (the step-by-step booking says which); or no
-                    // function on this connection (undefined_function).
-                    code == STEP_BY_STEP || code.starts_with("23") || code == "42883"
-                }) =>
-            {
+            // No function on this connection (undefined_function).
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
                 Ok(HeldAtOnce::StepByStep)
             }
             Err(e) => Err(map_err(e)),
@@ -481,7 +475,8 @@ fn rename_params(sql: &str, name: impl Fn(usize) -> String) -> String {
     out
 }
 
-/// The SQLSTATE by which [`HOLD_FUNCTION`] says "step by step" (nothing written).
+/// The SQLSTATE by which [`HOLD_FUNCTION`]'s statements say "step by step" (the function
+/// catches it, and the schema's refusals, undoes what it wrote and answers −2).
 const STEP_BY_STEP: &str = "GH001";
 
 /// [`HOLD_FUNCTION`]'s arguments, named and typed.
@@ -543,7 +538,8 @@ fn hold_arguments() -> Vec<String> {
 /// the definition of the running guichet, whatever another instance or version runs beside it.
 /// Arguments: the appointment as [`sql::INSERT_APPOINTMENT`] binds it (`a1`–`a24`, its seat
 /// chosen here), then as [`PgStore::hold_at_once`] binds them. It answers the seat taken, 0 when
-/// every seat is taken or being taken, −1 when the planning does not take bookings there.
+/// every seat is taken or being taken, −1 when the planning does not take bookings there, −2
+/// when the step-by-step booking is to decide (nothing written, no lock held).
 static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let a = |n: usize| format!("a{n}");
     let seats = rename_params(sql::SEATS_OF, |n| {
@@ -611,40 +607,47 @@ BEGIN
     IF NOT FOUND OR NOT v_active OR v_closed THEN
         RETURN -1;
     END IF;
-    -- The lowest free seat first, as choose_seat: one another transaction is taking is skipped.
-    FOR v_seat IN SELECT s FROM generate_series(1, v_capacity) AS s WHERE s <> ALL (v_busy) ORDER BY s LOOP
-        {insert};
-        IF FOUND THEN
-            v_placed := true;
-            EXIT;
+    -- What is written from here is undone, its locks let go, before the answer leaves when the
+    -- step-by-step booking is to decide: an error's answer would leave before them, and that
+    -- booking, trying the same seat at once, would find its lock still held.
+    BEGIN
+        -- The lowest free seat first, as choose_seat: one another transaction is taking is skipped.
+        FOR v_seat IN SELECT s FROM generate_series(1, v_capacity) AS s WHERE s <> ALL (v_busy) ORDER BY s LOOP
+            {insert};
+            IF FOUND THEN
+                v_placed := true;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF NOT v_placed THEN
+            RETURN 0;
         END IF;
-    END LOOP;
-    IF NOT v_placed THEN
-        RETURN 0;
-    END IF;
-    FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
-        {stale} INTO v_locked;
-        {claim};
-        IF NOT FOUND THEN
-            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a claim to look at';
+        FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
+            {stale} INTO v_locked;
+            {claim};
+            IF NOT FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a claim to look at';
+            END IF;
+        END LOOP;
+        IF p_destination_claim IS NULL THEN
+            PERFORM {lock_destination};
         END IF;
-    END LOOP;
-    IF p_destination_claim IS NULL THEN
-        PERFORM {lock_destination};
-    END IF;
-    {limits} INTO v_recent, v_today, v_used;
-    IF v_recent >= p_max_recent OR v_today >= p_max_day OR v_used >= p_budget THEN
-        RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a limit or the budget reached';
-    END IF;
-    IF p_budget IS NULL THEN
-        {code_by_email} INTO v_taken;
-    ELSE
-        {code_by_sms} INTO v_taken;
-        IF v_taken <> 1 THEN
-            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'the budget spent meanwhile';
+        {limits} INTO v_recent, v_today, v_used;
+        IF v_recent >= p_max_recent OR v_today >= p_max_day OR v_used >= p_budget THEN
+            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a limit or the budget reached';
         END IF;
-    END IF;
-    RETURN v_seat;
+        IF p_budget IS NULL THEN
+            {code_by_email} INTO v_taken;
+        ELSE
+            {code_by_sms} INTO v_taken;
+            IF v_taken <> 1 THEN
+                RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'the budget spent meanwhile';
+            END IF;
+        END IF;
+        RETURN v_seat;
+    EXCEPTION WHEN SQLSTATE '{STEP_BY_STEP}' OR integrity_constraint_violation THEN
+        RETURN -2;
+    END;
 END $hold$",
         lock_destination = lock_destination
             .strip_prefix("SELECT ")
