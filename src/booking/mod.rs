@@ -38,8 +38,8 @@ use crate::domain::{MessageChannel, NotificationKind, PhoneE164};
 use crate::notify::templates::Subject;
 use crate::notify::{CodeDestination, Notifier};
 use crate::store::{
-    Claim, ClaimHolder, ClaimKind, HeldAtOnce, HoldAtOnce, OtpRecord, Seats, Store, StoreError,
-    StoreTx,
+    Claim, ClaimHolder, ClaimKind, ConfirmAtOnce, HeldAtOnce, HoldAtOnce, OtpRecord, Seats, Store,
+    StoreError, StoreTx,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::HashMap;
@@ -1444,6 +1444,13 @@ impl Engine {
                 now,
             )
             .await?;
+        if let Some(code) = code
+            && let Some(done) = self
+                .confirm_at_once(&before, &details, code, opted_out, now)
+                .await?
+        {
+            return Ok(done);
+        }
         let (mut tx, mut appointment) = self.open(&before).await?;
         match (appointment.effective_status(now), code) {
             (Status::Confirmed, None) => return Ok((appointment, None)),
@@ -1508,12 +1515,53 @@ impl Engine {
         if freed {
             self.seat_released(appointment.commune_id);
         }
+        self.confirmed(&appointment);
+        Ok((appointment, Some(token)))
+    }
+
+    /// The usual confirmation — a hold still good, its right code — written in one round trip
+    /// where the store can ([`Store::confirm_at_once`]). None when it is left to the
+    /// step-by-step confirmation, nothing written.
+    async fn confirm_at_once(
+        &self,
+        before: &Appointment,
+        details: &Details,
+        code: &OtpCode,
+        opted_out: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Appointment, Option<String>)>> {
+        if !self.store.confirms_at_once() || before.effective_status(now) != Status::Held {
+            return Ok(None);
+        }
+        let confirmed = confirmed_now(before.clone(), now);
+        let token = otp::new_token();
+        let booking_url = self.notifier.booking_url(&details.commune);
+        let subject = self.subject(details, &confirmed, &booking_url);
+        let messages = self
+            .notifier
+            .confirmed_messages(&subject, &token, opted_out, now);
+        let confirm = ConfirmAtOnce {
+            before,
+            confirmed: &confirmed,
+            code_hash: &otp::hash(&self.otp_key, before.id, code),
+            token_hash: &otp::token_hash(&token),
+            messages: &messages,
+            now,
+        };
+        if !self.store.confirm_at_once(&confirm).await? {
+            return Ok(None);
+        }
+        self.confirmed(&confirmed);
+        Ok(Some((confirmed, Some(token))))
+    }
+
+    /// What follows a confirmation's commit: its seat counted taken, the outbox woken.
+    fn confirmed(&self, appointment: &Appointment) {
         // Its seat may be a new one (a lapsed hold takes any seat free).
-        self.seat_taken(&appointment);
+        self.seat_taken(appointment);
         self.wake.notify_one();
         metrics::counter!("guichet_confirmations_total", "channel" => appointment.channel.as_str())
             .increment(1);
-        Ok((appointment, Some(token)))
     }
 
     /// Cancels an appointment. A citizen may cancel until it starts; the commune at any time

@@ -64,6 +64,90 @@ fn dedupe_key(
     )
 }
 
+/// The message of `kind` about `appointment` to each destination given, due at `due_at`,
+/// de-duplicated per (appointment, kind, version, channel).
+fn messages(
+    appointment: &Appointment,
+    kind: NotificationKind,
+    sms: Option<(&PhoneE164, String)>,
+    email: Option<(&EmailAddress, Email)>,
+    due_at: DateTime<Utc>,
+) -> Vec<NewNotification> {
+    let mut out = Vec::with_capacity(2);
+    let base = |channel, destination: String| NewNotification {
+        id: Uuid::new_v4(),
+        commune_id: Some(appointment.commune_id),
+        appointment_id: Some(appointment.id),
+        kind,
+        channel,
+        destination,
+        dedupe_key: Some(dedupe_key(appointment, kind, channel)),
+        subject: None,
+        body: String::new(),
+        html: None,
+        ics: None,
+        due_at,
+    };
+    if let Some((phone, text)) = sms {
+        let message = NewNotification {
+            body: text,
+            ..base(MessageChannel::Sms, phone.as_str().to_owned())
+        };
+        out.push(message);
+    }
+    if let Some((address, mail)) = email {
+        let message = NewNotification {
+            subject: Some(mail.subject),
+            body: mail.text,
+            html: Some(mail.html),
+            ics: mail.ics,
+            ..base(MessageChannel::Email, address.as_str().to_owned())
+        };
+        out.push(message);
+    }
+    out
+}
+
+async fn enqueue(
+    tx: &mut dyn StoreTx,
+    messages: Vec<NewNotification>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for message in &messages {
+        tx.enqueue(message, now).await?;
+    }
+    Ok(())
+}
+
+/// The reminder of a confirmed appointment when one is due: by SMS when the number can take
+/// it, otherwise by e-mail.
+fn reminder(
+    subject: &Subject<'_>,
+    link: &str,
+    to: &Recipients,
+    now: DateTime<Utc>,
+) -> Vec<NewNotification> {
+    let booked_at = subject.appointment.confirmed_at.unwrap_or(now);
+    let Some(due) = reminder_due(subject.commune, subject.appointment.starts_at, booked_at) else {
+        return Vec::new();
+    };
+    let (sms, email) = match (&to.sms, &to.email) {
+        (Some(phone), _) => (Some((phone, templates::reminder_sms(subject, link))), None),
+        (None, Some(address)) => (
+            None,
+            Some((address, templates::reminder_email(subject, link))),
+        ),
+        (None, None) => return Vec::new(),
+    };
+    messages(
+        subject.appointment,
+        NotificationKind::Reminder,
+        sms,
+        email,
+        due,
+    )
+}
+
 impl Notifier {
     pub fn new(public_url: &str) -> Self {
         Self {
@@ -106,38 +190,7 @@ impl Notifier {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let base = |channel, destination: String| NewNotification {
-            id: Uuid::new_v4(),
-            commune_id: Some(appointment.commune_id),
-            appointment_id: Some(appointment.id),
-            kind,
-            channel,
-            destination,
-            dedupe_key: Some(dedupe_key(appointment, kind, channel)),
-            subject: None,
-            body: String::new(),
-            html: None,
-            ics: None,
-            due_at,
-        };
-        if let Some((phone, text)) = sms {
-            let message = NewNotification {
-                body: text,
-                ..base(MessageChannel::Sms, phone.as_str().to_owned())
-            };
-            tx.enqueue(&message, now).await?;
-        }
-        if let Some((address, mail)) = email {
-            let message = NewNotification {
-                subject: Some(mail.subject),
-                body: mail.text,
-                html: Some(mail.html),
-                ics: mail.ics,
-                ..base(MessageChannel::Email, address.as_str().to_owned())
-            };
-            tx.enqueue(&message, now).await?;
-        }
-        Ok(())
+        enqueue(tx, messages(appointment, kind, sms, email, due_at), now).await
     }
 
     /// A message to one destination, now, not de-duplicated: the SMS text or the e-mail,
@@ -212,12 +265,24 @@ impl Notifier {
         sms_opted_out: bool,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let messages = self.confirmed_messages(subject, token, sms_opted_out, now);
+        enqueue(tx, messages, now).await
+    }
+
+    /// What [`Notifier::confirmed`] writes, for a store that writes it itself
+    /// ([`crate::store::Store::confirm_at_once`]).
+    pub fn confirmed_messages(
+        &self,
+        subject: &Subject<'_>,
+        token: &str,
+        sms_opted_out: bool,
+        now: DateTime<Utc>,
+    ) -> Vec<NewNotification> {
         let link = self.manage_url(token);
         let to = Recipients::of(subject.commune, subject.appointment, sms_opted_out);
         // The confirmation is expected even by a number that said STOP to reminders.
         let confirmation_sms = Recipients::of(subject.commune, subject.appointment, false).sms;
-        self.write(
-            tx,
+        let mut out = messages(
             subject.appointment,
             NotificationKind::Confirmation,
             confirmation_sms
@@ -227,44 +292,9 @@ impl Notifier {
                 .as_ref()
                 .map(|e| (e, templates::confirmation_email(subject, &link))),
             now,
-            now,
-        )
-        .await?;
-        self.reminder(tx, subject, &link, &to, now).await
-    }
-
-    async fn reminder(
-        &self,
-        tx: &mut dyn StoreTx,
-        subject: &Subject<'_>,
-        link: &str,
-        to: &Recipients,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let booked_at = subject.appointment.confirmed_at.unwrap_or(now);
-        let Some(due) = reminder_due(subject.commune, subject.appointment.starts_at, booked_at)
-        else {
-            return Ok(());
-        };
-        // One reminder: by SMS when the number can take it, otherwise by e-mail.
-        let (sms, email) = match (&to.sms, &to.email) {
-            (Some(phone), _) => (Some((phone, templates::reminder_sms(subject, link))), None),
-            (None, Some(address)) => (
-                None,
-                Some((address, templates::reminder_email(subject, link))),
-            ),
-            (None, None) => return Ok(()),
-        };
-        self.write(
-            tx,
-            subject.appointment,
-            NotificationKind::Reminder,
-            sms,
-            email,
-            due,
-            now,
-        )
-        .await
+        );
+        out.extend(reminder(subject, &link, &to, now));
+        out
     }
 
     /// The citizen cancelled: a notice, and no more reminders.
@@ -356,7 +386,7 @@ impl Notifier {
             now,
         )
         .await?;
-        self.reminder(tx, subject, &link, &to, now).await
+        enqueue(tx, reminder(subject, &link, &to, now), now).await
     }
 
     /// Someone tried to book with the contact details of an existing appointment: its owner is

@@ -8,8 +8,8 @@
 use super::rows::*;
 use super::{
     Agent, AgentId, AuditEntry, Backend, CallRecord, Claim, ClaimHolder, CommunePlatformSettings,
-    CommuneSettings, HeldAtOnce, HoldAtOnce, IdempotencyState, LOCK_WAIT, NewAgent, NewClosure,
-    NewCommune, NewLocation, NewNotification, NewOpeningRule, NewPlanning, NewService,
+    CommuneSettings, ConfirmAtOnce, HeldAtOnce, HoldAtOnce, IdempotencyState, LOCK_WAIT, NewAgent,
+    NewClosure, NewCommune, NewLocation, NewNotification, NewOpeningRule, NewPlanning, NewService,
     Notification, NotificationId, OtpRecord, Result, Seats, SendResult, SmsAction, Store,
     StoreError, StoreTx, VoiceSettings, sql,
 };
@@ -221,13 +221,21 @@ impl PgStore {
             .acquire_timeout(LOCK_WAIT * 3)
             .after_connect(|conn, _| {
                 Box::pin(async move {
-                    // Without it (a role that may not create temporary objects) holds are
-                    // booked step by step.
-                    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(HOLD_FUNCTION.as_str()))
-                        .execute(conn)
-                        .await;
-                    if let Err(e) = created {
-                        tracing::warn!(error = %e, "holds will be booked step by step");
+                    // Without them (a role that may not create temporary objects) holds and
+                    // confirmations are written step by step.
+                    for (function, otherwise) in [
+                        (&*HOLD_FUNCTION, "holds will be booked step by step"),
+                        (
+                            &*CONFIRM_FUNCTION,
+                            "confirmations will be written step by step",
+                        ),
+                    ] {
+                        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(function.as_str()))
+                            .execute(&mut *conn)
+                            .await;
+                        if let Err(e) = created {
+                            tracing::warn!(error = %e, "{otherwise}");
+                        }
                     }
                     Ok(())
                 })
@@ -337,6 +345,50 @@ impl_store!(PgStore {
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
                 Ok(HeldAtOnce::StepByStep)
             }
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    fn confirms_at_once(&self) -> bool {
+        true
+    }
+
+    async fn confirm_at_once(&self, c: &ConfirmAtOnce<'_>) -> Result<bool> {
+        if c.messages.len() > ConfirmAtOnce::MESSAGES {
+            return Ok(false);
+        }
+        let mut query = bind_appointment_update!(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(CALL_CONFIRM.as_str())),
+            c.confirmed
+        )
+        .bind(c.code_hash)
+        .bind(c.now)
+        .bind(c.before.version)
+        .bind(c.token_hash);
+        for k in 0..ConfirmAtOnce::MESSAGES {
+            query = match c.messages.get(k) {
+                Some(m) => bind_new_notification!(query, m),
+                // No message in this place: its id is null.
+                None => query
+                    .bind(None::<uuid::Uuid>)
+                    .bind(None::<i64>)
+                    .bind(None::<uuid::Uuid>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<DateTime<Utc>>),
+            };
+        }
+        let written: std::result::Result<i32, sqlx::Error> = query.fetch_one(&self.pool).await;
+        match written {
+            Ok(written) => Ok(written == 1),
+            // No function on this connection (undefined_function).
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => Ok(false),
             Err(e) => Err(map_err(e)),
         }
     }
@@ -485,8 +537,6 @@ fn hold_arguments() -> Vec<String> {
     const APPOINTMENT: &str = "uuid bigint bigint bigint bigint timestamptz timestamptz integer \
         integer text text text text text text timestamptz uuid text integer timestamptz timestamptz \
         timestamptz timestamptz text";
-    const NOTIFICATION: &str =
-        "uuid bigint uuid text text text text text text text text timestamptz";
     let mut args: Vec<String> = APPOINTMENT
         .split_whitespace()
         .enumerate()
@@ -520,7 +570,7 @@ fn hold_arguments() -> Vec<String> {
         .map(String::from),
     );
     args.extend(
-        NOTIFICATION
+        NOTIFICATION_TYPES
             .split_whitespace()
             .enumerate()
             .map(|(i, t)| format!("n{} {t}", i + 1)),
@@ -661,6 +711,104 @@ static CALL_HOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .map(|n| format!("${n}"))
         .collect();
     format!("SELECT pg_temp.guichet_hold({})", params.join(", "))
+});
+
+/// The types of a notification's columns as [`sql::INSERT_NOTIFICATION`] binds them
+/// (`bind_new_notification!`).
+const NOTIFICATION_TYPES: &str =
+    "uuid bigint uuid text text text text text text text text timestamptz";
+
+/// [`CONFIRM_FUNCTION`]'s arguments, named and typed: the confirmed appointment as
+/// [`sql::UPDATE_APPOINTMENT`] binds it (`u1`–`u19`), the code's hash, now, the version read,
+/// the personal link's hash, then [`ConfirmAtOnce::MESSAGES`] messages (`m1_1`–`m1_12`, …; a
+/// null id where there is none).
+fn confirm_arguments() -> Vec<String> {
+    // The types sqlx binds them with (`bind_appointment_update!`).
+    const APPOINTMENT: &str = "uuid bigint bigint timestamptz timestamptz integer integer text text \
+        text text text timestamptz text integer timestamptz timestamptz timestamptz text";
+    let mut args: Vec<String> = APPOINTMENT
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, t)| format!("u{} {t}", i + 1))
+        .collect();
+    args.extend(
+        [
+            "p_code_hash text",
+            "p_now timestamptz",
+            "p_version integer",
+            "p_token_hash text",
+        ]
+        .map(String::from),
+    );
+    for k in 1..=ConfirmAtOnce::MESSAGES {
+        args.extend(
+            NOTIFICATION_TYPES
+                .split_whitespace()
+                .enumerate()
+                .map(|(i, t)| format!("m{k}_{} {t}", i + 1)),
+        );
+    }
+    args
+}
+
+/// [`Store::confirm_at_once`]'s function, made of the statements the step-by-step confirmation
+/// runs (the same text, on the function's arguments), in the same order: the appointment
+/// locked, the code used up with the confirmation ([`update_with_otp_sql`]), the personal link,
+/// the messages. Created per connection, planned once, as [`HOLD_FUNCTION`]. It answers 1 when
+/// written; 0 when nothing was (the appointment changed or lapsed since it was read, the code
+/// wrong or spent, a refusal of the schema).
+static CONFIRM_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let lock = rename_params(sql::APPOINTMENT_FOR_UPDATE, |_| "u1".to_owned());
+    let confirm = rename_params(update_with_otp_sql(), |n| match n {
+        1 => "u1".to_owned(),
+        2 => "p_code_hash".to_owned(),
+        3 => "p_now".to_owned(),
+        n => format!("u{}", n - 3),
+    });
+    let token = rename_params(sql::INSERT_TOKEN, |n| {
+        ["p_token_hash", "u1", "p_now"][n - 1].to_owned()
+    });
+    let messages: String = (1..=ConfirmAtOnce::MESSAGES)
+        .map(|k| {
+            let insert = rename_params(sql::INSERT_NOTIFICATION, |n| match n {
+                13 => "p_now".to_owned(),
+                n => format!("m{k}_{n}"),
+            });
+            format!("        IF m{k}_1 IS NOT NULL THEN\n            {insert};\n        END IF;\n")
+        })
+        .collect();
+    let args = confirm_arguments().join(", ");
+    format!(
+        "CREATE OR REPLACE FUNCTION pg_temp.guichet_confirm({args}) RETURNS integer LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $confirm$
+DECLARE
+    v_row record;
+BEGIN
+    {lock} INTO v_row;
+    IF NOT FOUND OR v_row.version <> p_version OR v_row.status <> 'held'
+        OR v_row.hold_expires_at <= p_now THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        {confirm};
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = '{STEP_BY_STEP}', MESSAGE = 'a code to look at';
+        END IF;
+        {token};
+{messages}        RETURN 1;
+    EXCEPTION WHEN SQLSTATE '{STEP_BY_STEP}' OR integrity_constraint_violation THEN
+        RETURN 0;
+    END;
+END $confirm$"
+    )
+});
+
+/// The call of [`CONFIRM_FUNCTION`], its arguments as parameters.
+static CALL_CONFIRM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let params: Vec<String> = (1..=confirm_arguments().len())
+        .map(|n| format!("${n}"))
+        .collect();
+    format!("SELECT pg_temp.guichet_confirm({})", params.join(", "))
 });
 
 /// [`StoreTx::put_code`] in one statement: the code (`$1`–`$7`, as [`sql::PUT_OTP`]), its message

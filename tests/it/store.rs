@@ -2052,3 +2052,166 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
     assert_eq!(written(&full).await, None);
 }
 both_backends!(hold_at_once, a_hold_at_once);
+
+/// `confirm_at_once`: on PostgreSQL, the usual confirmation in one statement — the hold as it
+/// was read, confirmed with its right code, the code used up, the personal link and the
+/// messages — and nothing written when the code is wrong or spent, the hold lapsed, or the
+/// appointment changed since it was read. SQLite always leaves it to the step-by-step
+/// confirmation.
+async fn a_confirm_at_once(db: crate::helpers::TestDb) {
+    use guichet::domain::{MessageChannel, NotificationKind};
+    use guichet::store::{ConfirmAtOnce, NewNotification, OtpRecord};
+    let postgres = db.backend == "postgres";
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    // A hold of seat `seat`, lapsing at `expires`, its code `hash-{seat}`.
+    let held = async |seat: i32, expires| {
+        let mut held = appointment(&w, paris("2026-12-02", 10, 0), seat, Status::Held);
+        held.hold_expires_at = Some(expires);
+        let mut tx = store.begin().await.unwrap();
+        tx.insert_appointment(&held).await.unwrap();
+        tx.put_otp(&OtpRecord {
+            appointment_id: held.id,
+            destination: "+33639980001".into(),
+            code_hash: format!("hash-{seat}"),
+            expires_at: now + Duration::minutes(10),
+            attempts_left: 5,
+            used_at: None,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        held
+    };
+    let confirmed = |held: &Appointment| Appointment {
+        status: Status::Confirmed,
+        hold_expires_at: None,
+        confirmed_at: Some(now),
+        version: held.version + 1,
+        updated_at: now,
+        ..held.clone()
+    };
+    let message = |a: &Appointment, kind: NotificationKind, channel, body: &str| NewNotification {
+        id: uuid::Uuid::new_v4(),
+        commune_id: Some(w.commune),
+        appointment_id: Some(a.id),
+        kind,
+        channel,
+        destination: "+33639980001".into(),
+        dedupe_key: Some(format!("{}:{kind}:{}:{channel}", a.id, a.version)),
+        subject: None,
+        body: body.into(),
+        html: None,
+        ics: None,
+        due_at: now,
+    };
+    let confirm = async |before: &Appointment, after: &Appointment, code: &str, token: &str| {
+        let messages = [
+            message(
+                after,
+                NotificationKind::Confirmation,
+                MessageChannel::Sms,
+                "Confirmé",
+            ),
+            message(
+                after,
+                NotificationKind::Reminder,
+                MessageChannel::Sms,
+                "Rappel",
+            ),
+        ];
+        store
+            .confirm_at_once(&ConfirmAtOnce {
+                before,
+                confirmed: after,
+                code_hash: code,
+                token_hash: token,
+                messages: &messages,
+                now,
+            })
+            .await
+            .unwrap()
+    };
+    // What is written of `a`: its status and version, its code's use, its link, its messages.
+    let written = async |a: &Appointment, token: &str| {
+        let stored = store.appointment(a.id).await.unwrap().unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let used = tx.otp(a.id).await.unwrap().unwrap().used_at;
+        drop(tx);
+        let linked = store
+            .appointment_by_token(token)
+            .await
+            .unwrap()
+            .map(|l| l.id);
+        let bodies: Vec<String> = store
+            .notifications_of(a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message.body)
+            .collect();
+        (stored.status, stored.version, used, linked, bodies)
+    };
+
+    let hold = held(1, now + Duration::minutes(10)).await;
+    let after = confirmed(&hold);
+    assert_eq!(store.confirms_at_once(), postgres);
+    let untouched = (Status::Held, 1, None, None, Vec::<String>::new());
+    if !postgres {
+        assert!(!confirm(&hold, &after, "hash-1", "token-1").await);
+        assert_eq!(
+            written(&hold, "token-1").await,
+            untouched,
+            "nothing written"
+        );
+        return;
+    }
+    assert!(
+        !confirm(&hold, &after, "hash-9", "token-1").await,
+        "a wrong code"
+    );
+    assert_eq!(written(&hold, "token-1").await, untouched);
+    let changed = Appointment {
+        version: 7,
+        ..hold.clone()
+    };
+    assert!(
+        !confirm(&changed, &confirmed(&changed), "hash-1", "token-1").await,
+        "the appointment changed since it was read"
+    );
+    assert_eq!(written(&hold, "token-1").await, untouched);
+
+    assert!(confirm(&hold, &after, "hash-1", "token-1").await);
+    let done = (
+        Status::Confirmed,
+        2,
+        Some(now),
+        Some(hold.id),
+        vec!["Confirmé".to_owned(), "Rappel".to_owned()],
+    );
+    let mut got = written(&hold, "token-1").await;
+    got.4.sort();
+    assert_eq!(
+        got, done,
+        "confirmed, the code used, the link, the messages"
+    );
+    assert!(
+        !confirm(&hold, &after, "hash-1", "token-2").await,
+        "confirmed already"
+    );
+    let mut got = written(&hold, "token-1").await;
+    got.4.sort();
+    assert_eq!(got, done, "nothing more");
+    assert_eq!(store.appointment_by_token("token-2").await.unwrap(), None);
+
+    // A lapsed hold is for the step-by-step confirmation (it takes a seat again).
+    let lapsed = held(2, now).await;
+    assert!(!confirm(&lapsed, &confirmed(&lapsed), "hash-2", "token-3").await);
+    assert_eq!(
+        written(&lapsed, "token-3").await,
+        (Status::Held, 1, None, None, Vec::new())
+    );
+}
+both_backends!(confirm_at_once, a_confirm_at_once);
