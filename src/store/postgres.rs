@@ -147,6 +147,21 @@ async fn lock_key(tx: &mut Transaction<'static, Postgres>, key: &str) -> Result<
     Ok(())
 }
 
+/// A call found no such function on its connection (undefined_function): the connection did
+/// not open through this pool's `after_connect` — a pooler in transaction mode (PgBouncer) hands
+/// each statement to any server connection — or could not create it. Bookings stay correct,
+/// written step by step, but slower: said once, for whoever runs the platform.
+fn function_missing(name: &str) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            function = name,
+            "a connection lacks guichet's functions (a pooler in transaction mode?): \
+             holds and confirmations are written step by step, more slowly"
+        );
+    }
+}
+
 /// Whether to connect without TLS although the URL does not say so: the database is on this
 /// machine (a loopback host), and nothing asks for TLS — no `ssl…` parameter in the URL (a
 /// mode in either spelling, a certificate) nor in the environment (`PGSSLMODE`, …).
@@ -341,8 +356,8 @@ impl_store!(PgStore {
             Ok(seat) if seat > 0 => Ok(HeldAtOnce::Held(seat)),
             Ok(0) => Ok(HeldAtOnce::Taken),
             Ok(_) => Ok(HeldAtOnce::StepByStep),
-            // No function on this connection (undefined_function).
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
+                function_missing("guichet_hold");
                 Ok(HeldAtOnce::StepByStep)
             }
             Err(e) => Err(map_err(e)),
@@ -387,8 +402,10 @@ impl_store!(PgStore {
         let written: std::result::Result<i32, sqlx::Error> = query.fetch_one(&self.pool).await;
         match written {
             Ok(written) => Ok(written == 1),
-            // No function on this connection (undefined_function).
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => Ok(false),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
+                function_missing("guichet_confirm");
+                Ok(false)
+            }
             Err(e) => Err(map_err(e)),
         }
     }

@@ -2215,3 +2215,102 @@ async fn a_confirm_at_once(db: crate::helpers::TestDb) {
     );
 }
 both_backends!(confirm_at_once, a_confirm_at_once);
+
+/// Behind a pooler in transaction mode a statement may reach a server connection that never
+/// opened through guichet's pool, without the functions of `hold_at_once` and
+/// `confirm_at_once`: both leave the work to the step-by-step path, nothing written, no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_functions_a_connection_leaves_it_to_the_step_by_step_path() {
+    use guichet::domain::MessageChannel;
+    use guichet::store::{ConfirmAtOnce, HeldAtOnce, HoldAtOnce, PgStore, Store};
+    let Some(db) = crate::helpers::TestDb::postgres().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let w = World::new(db).await;
+    let now = w.clock_now();
+    // A pool of its own on the test's schema, every connection of it stripped of the functions.
+    let pg = PgStore::connect(&url).await.unwrap();
+    let mut connections = Vec::new();
+    for _ in 0..pg.pool().options().get_max_connections() {
+        connections.push(pg.pool().acquire().await.unwrap());
+    }
+    for c in &mut connections {
+        for function in ["guichet_hold", "guichet_confirm"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP FUNCTION pg_temp.{function}"
+            )))
+            .execute(&mut **c)
+            .await
+            .unwrap();
+        }
+    }
+    drop(connections);
+
+    let mut held = appointment(&w, paris("2026-12-04", 15, 40), 0, Status::Held);
+    held.seat = None;
+    let phone = held.citizen.phone.as_ref().unwrap().as_str().to_owned();
+    let (otp, message) = code_for(&w, &held, (MessageChannel::Sms, &phone), 1);
+    let outcome = pg
+        .hold_at_once(&HoldAtOnce {
+            appointment: &held,
+            claims: &[],
+            exclusive: true,
+            destination_claim: None,
+            otp: &otp,
+            message: &message,
+            recent: (now - Duration::minutes(10), 3),
+            day_ago: (now - Duration::hours(24), 10),
+            sms_day: (w.commune, now.date_naive()),
+            budget: Some(10),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, HeldAtOnce::StepByStep);
+    assert_eq!(
+        pg.appointment(held.id).await.unwrap(),
+        None,
+        "nothing written"
+    );
+
+    let hold = appointment(&w, paris("2026-12-04", 16, 0), 1, Status::Held);
+    let mut tx = pg.begin().await.unwrap();
+    tx.insert_appointment(&hold).await.unwrap();
+    tx.put_otp(&otp_of(&hold, now)).await.unwrap();
+    tx.commit().await.unwrap();
+    let confirmed = Appointment {
+        status: Status::Confirmed,
+        hold_expires_at: None,
+        confirmed_at: Some(now),
+        version: 2,
+        ..hold.clone()
+    };
+    let written = pg
+        .confirm_at_once(&ConfirmAtOnce {
+            before: &hold,
+            confirmed: &confirmed,
+            code_hash: "hash-0",
+            token_hash: "token",
+            messages: &[],
+            now,
+        })
+        .await
+        .unwrap();
+    assert!(!written);
+    let stored = pg.appointment(hold.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Held, "nothing written");
+}
+
+/// A good code, `hash-0`, for `held`.
+fn otp_of(held: &Appointment, now: DateTime<Utc>) -> guichet::store::OtpRecord {
+    guichet::store::OtpRecord {
+        appointment_id: held.id,
+        destination: "+33639980001".into(),
+        code_hash: "hash-0".into(),
+        expires_at: now + Duration::minutes(10),
+        attempts_left: 5,
+        used_at: None,
+        created_at: now,
+    }
+}
