@@ -91,6 +91,7 @@ async fn seats_of<'c>(
         .bind(end)
         .bind(now)
         .bind(location)
+        .bind(crate::store::looked_back_from(start))
         .fetch_optional(executor)
         .await
         .map_err(map_err)?;
@@ -327,6 +328,7 @@ impl_store!(PgStore {
         let category = h.claims.first().map(|c| c.category.as_str());
         let query = bind_new_appointment!(sqlx::query_scalar(sqlx::AssertSqlSafe(CALL_HOLD.as_str())), a)
             .bind(h.now)
+            .bind(crate::store::looked_back_from(a.starts_at))
             // The function adds the seat's number.
             .bind(crate::store::seat_lock_prefix(a.planning_id))
             .bind(first)
@@ -422,6 +424,7 @@ impl_store!(PgStore {
             .bind(from)
             .bind(to)
             .bind(now)
+            .bind(crate::store::looked_back_from(from))
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
@@ -562,6 +565,7 @@ fn hold_arguments() -> Vec<String> {
     args.extend(
         [
             "p_now timestamptz",
+            "p_seats_since timestamptz",
             "p_seat_lock text",
             "p_first integer",
             "p_last integer",
@@ -610,7 +614,7 @@ fn hold_arguments() -> Vec<String> {
 static HOLD_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let a = |n: usize| format!("a{n}");
     let seats = rename_params(sql::SEATS_OF, |n| {
-        ["a3", "a6", "a7", "p_now", "a4"][n - 1].to_owned()
+        ["a3", "a6", "a7", "p_now", "a4", "p_seats_since"][n - 1].to_owned()
     });
     let insert = rename_params(insert_on_free_seat_sql(), |n| match n {
         8 => "v_seat".to_owned(),

@@ -1334,6 +1334,7 @@ macro_rules! impl_store_tx {
                     .bind(planning)
                     .bind(ts(start))
                     .bind(ts(end))
+                    .bind(ts(crate::store::looked_back_from(start)))
                     .fetch_all(&mut *self.tx)
                     .await
                     .map_err(map_err)

@@ -192,8 +192,8 @@ fn unique_name(cols: &str) -> String {
 /// all: grouping by planning would sort every row first.)
 const OCCUPANCY_PACKED: &str = "SELECT string_agg(planning_id || ' ' || seat || ' ' || starts_at \
     || ' ' || ends_at, ',') AS spans FROM appointments \
-    WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND seat IS NOT NULL \
-    AND (status <> 'held' OR hold_expires_at > $4)";
+    WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND starts_at > $5 \
+    AND seat IS NOT NULL AND (status <> 'held' OR hold_expires_at > $4)";
 
 fn unpack_span(span: &str) -> Result<Occupied> {
     let corrupt = || StoreError::Corrupt(format!("occupancy span {span}"));
@@ -310,6 +310,7 @@ impl_store!(SqliteStore {
             .bind(ts(from))
             .bind(ts(to))
             .bind(ts(now))
+            .bind(ts(crate::store::looked_back_from(from)))
             .fetch_one(&*self.read_conn().await?)
             .await
             .map_err(map_err)?;

@@ -396,6 +396,66 @@ async fn insert_on_a_free_seat(db: crate::helpers::TestDb) {
 }
 both_backends!(insert_on_free_seat, insert_on_a_free_seat);
 
+/// An appointment lasts at most a day (the schema refuses longer, on insert and on update), and
+/// reads of the appointments over a span look back that far before it, no further: one that
+/// began nearly a day before the span still counts.
+async fn appointments_last_at_most_a_day(db: crate::helpers::TestDb) {
+    let w = World::new(db).await;
+    let store = w.store();
+    let now = w.clock_now();
+    let start = paris("2026-12-01", 1, 0);
+    let mut too_long = appointment(&w, paris("2026-12-05", 9, 0), 2, Status::Confirmed);
+    too_long.ends_at = too_long.starts_at + Duration::hours(25);
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.insert_appointment(&too_long).await.unwrap_err();
+    assert!(err.is_constraint("appointments_within_a_day"), "{err:?}");
+    tx.rollback().await.unwrap();
+
+    let mut long = appointment(&w, start, 1, Status::Confirmed);
+    long.ends_at = start + Duration::hours(23);
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_appointment(&long).await.unwrap();
+    tx.commit().await.unwrap();
+    // Its last hour, from 23:00.
+    let last = paris("2026-12-01", 23, 0);
+    let slot = (last, last + Duration::minutes(20));
+    let mut tx = store.begin().await.unwrap();
+    let busy = tx.busy_seats(w.annex_planning, slot.0, slot.1).await;
+    assert_eq!(busy.unwrap(), [1]);
+    let seats = tx
+        .seats_of(w.annex_planning, w.annex, slot.0, slot.1, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seats.busy, [1]);
+    tx.rollback().await.unwrap();
+    let occupied = store
+        .occupancy(w.commune, last, paris("2026-12-02", 0, 0), now)
+        .await
+        .unwrap();
+    assert_eq!(occupied.len(), 1);
+    assert_eq!(
+        (occupied[0].seat, occupied[0].planning_id),
+        (1, w.annex_planning)
+    );
+    // Another appointment on its seat in that last hour overlaps it.
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .insert_appointment(&appointment(&w, last, 1, Status::Confirmed))
+        .await
+        .unwrap_err();
+    assert!(err.is_constraint("appointments_no_overlap"), "{err:?}");
+    tx.rollback().await.unwrap();
+
+    // Lengthened past a day: refused.
+    long.ends_at = start + Duration::hours(25);
+    long.version += 1;
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.update_appointment(&long).await.unwrap_err();
+    assert!(err.is_constraint("appointments_within_a_day"), "{err:?}");
+}
+both_backends!(at_most_a_day, appointments_last_at_most_a_day);
+
 async fn transaction_primitives(db: crate::helpers::TestDb) {
     let w = World::new(db).await;
     let store = w.store();
