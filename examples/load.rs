@@ -11,6 +11,8 @@
 //! The server starts cold: its first requests open its database connections and prepare their
 //! statements in the rush. `--warm-up N` first lets N other citizens book N slots of the day
 //! after, as on a server that has been serving when a commune opens its slots at 8:00.
+//! `--history N` first gives each planning N past appointments, as on a platform that has
+//! served for years.
 //!
 //! cargo run --release --example load -- --citizens 1000 --slots 100
 //! cargo run --release --example load -- --citizens 10000 --slots 10000 --postgres postgres://postgres@127.0.0.1/test
@@ -37,6 +39,7 @@ struct Args {
     concurrency: usize,
     postgres: Option<String>,
     warm_up: usize,
+    history: usize,
 }
 
 fn args() -> Args {
@@ -46,6 +49,7 @@ fn args() -> Args {
         concurrency: 200,
         postgres: None,
         warm_up: 0,
+        history: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +60,7 @@ fn args() -> Args {
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency C"),
             "--postgres" => args.postgres = Some(value()),
             "--warm-up" => args.warm_up = value().parse().expect("--warm-up N"),
+            "--history" => args.history = value().parse().expect("--history N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -281,6 +286,13 @@ async fn main() {
     };
     if args.warm_up > 0 {
         support::add_slots(store.as_ref(), &mut commune, args.warm_up, warm_up.day).await;
+    }
+    if args.history > 0 {
+        support::add_history(store.as_ref(), &commune, args.history).await;
+        println!(
+            "history: {} past appointments on each planning",
+            args.history
+        );
     }
 
     // The local SMS provider.
