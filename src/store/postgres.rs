@@ -557,11 +557,7 @@ fn hold_arguments() -> Vec<String> {
     const APPOINTMENT: &str = "uuid bigint bigint bigint bigint timestamptz timestamptz integer \
         integer text text text text text text timestamptz uuid text integer timestamptz timestamptz \
         timestamptz timestamptz text";
-    let mut args: Vec<String> = APPOINTMENT
-        .split_whitespace()
-        .enumerate()
-        .map(|(i, t)| format!("a{} {t}", i + 1))
-        .collect();
+    let mut args: Vec<String> = typed_arguments("a", APPOINTMENT).collect();
     args.extend(
         [
             "p_now timestamptz",
@@ -590,12 +586,7 @@ fn hold_arguments() -> Vec<String> {
         ]
         .map(String::from),
     );
-    args.extend(
-        NOTIFICATION_TYPES
-            .split_whitespace()
-            .enumerate()
-            .map(|(i, t)| format!("n{} {t}", i + 1)),
-    );
+    args.extend(typed_arguments("n", NOTIFICATION_TYPES));
     args
 }
 
@@ -734,6 +725,15 @@ static CALL_HOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("SELECT pg_temp.guichet_hold({})", params.join(", "))
 });
 
+/// Arguments `{prefix}1 type`, `{prefix}2 type`, … of the space-separated `types`.
+fn typed_arguments(prefix: &str, types: &'static str) -> impl Iterator<Item = String> {
+    let prefix = prefix.to_owned();
+    types
+        .split_whitespace()
+        .enumerate()
+        .map(move |(i, t)| format!("{prefix}{} {t}", i + 1))
+}
+
 /// The types of a notification's columns as [`sql::INSERT_NOTIFICATION`] binds them
 /// (`bind_new_notification!`).
 const NOTIFICATION_TYPES: &str =
@@ -747,11 +747,7 @@ fn confirm_arguments() -> Vec<String> {
     // The types sqlx binds them with (`bind_appointment_update!`).
     const APPOINTMENT: &str = "uuid bigint bigint timestamptz timestamptz integer integer text text \
         text text text timestamptz text integer timestamptz timestamptz timestamptz text";
-    let mut args: Vec<String> = APPOINTMENT
-        .split_whitespace()
-        .enumerate()
-        .map(|(i, t)| format!("u{} {t}", i + 1))
-        .collect();
+    let mut args: Vec<String> = typed_arguments("u", APPOINTMENT).collect();
     args.extend(
         [
             "p_code_hash text",
@@ -762,12 +758,7 @@ fn confirm_arguments() -> Vec<String> {
         .map(String::from),
     );
     for k in 1..=ConfirmAtOnce::MESSAGES {
-        args.extend(
-            NOTIFICATION_TYPES
-                .split_whitespace()
-                .enumerate()
-                .map(|(i, t)| format!("m{k}_{} {t}", i + 1)),
-        );
+        args.extend(typed_arguments(&format!("m{k}_"), NOTIFICATION_TYPES));
     }
     args
 }
