@@ -89,21 +89,19 @@ fn messages(
         due_at,
     };
     if let Some((phone, text)) = sms {
-        let message = NewNotification {
+        out.push(NewNotification {
             body: text,
             ..base(MessageChannel::Sms, phone.as_str().to_owned())
-        };
-        out.push(message);
+        });
     }
     if let Some((address, mail)) = email {
-        let message = NewNotification {
+        out.push(NewNotification {
             subject: Some(mail.subject),
             body: mail.text,
             html: Some(mail.html),
             ics: mail.ics,
             ..base(MessageChannel::Email, address.as_str().to_owned())
-        };
-        out.push(message);
+        });
     }
     out
 }

@@ -1103,8 +1103,9 @@ pub trait StoreTx: Send {
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
-    /// Undoes the transaction now. Dropping it undoes it too, but its connection says so to
-    /// the database only when next used: its locks are held until then.
+    /// Undoes the transaction now. Dropping it undoes it too, but on PostgreSQL the ROLLBACK
+    /// leaves from a task the pool spawns when the connection comes back to it: the locks are
+    /// held until that task has run.
     async fn rollback(self: Box<Self>) -> Result<()>;
 }
 
@@ -1171,11 +1172,11 @@ mod sql {
     pub const CLOSURES: &str = "SELECT id, commune_id, planning_id, location_id, starts_at, ends_at, reason \
         FROM closures WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at, id";
 
-    /// `$4` is now. A hold counts until its expiry; the rest of the seat-taking statuses always.
-    /// `$5`: [`super::looked_back_from`] `$2`.
-    pub const OCCUPANCY: &str = "SELECT planning_id, seat, starts_at, ends_at FROM appointments \
-        WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND starts_at > $5 \
-        AND seat IS NOT NULL AND (status <> 'held' OR hold_expires_at > $4)";
+    /// The seats taken over a span ([`occupied_in_span`]).
+    pub const OCCUPANCY: &str = concat!(
+        "SELECT planning_id, seat, starts_at, ends_at ",
+        occupied_in_span!()
+    );
 
     macro_rules! appointment_columns {
         () => {

@@ -718,12 +718,15 @@ END $hold$",
 });
 
 /// The call of [`HOLD_FUNCTION`], its arguments as parameters.
-static CALL_HOLD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let params: Vec<String> = (1..=hold_arguments().len())
-        .map(|n| format!("${n}"))
-        .collect();
-    format!("SELECT pg_temp.guichet_hold({})", params.join(", "))
-});
+static CALL_HOLD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| call_sql("guichet_hold", hold_arguments().len()));
+
+/// `SELECT pg_temp.{function}($1, …, ${arguments})`: the call of a function of
+/// [`PgStore::connect`]'s, each argument a parameter.
+fn call_sql(function: &str, arguments: usize) -> String {
+    let params: Vec<String> = (1..=arguments).map(|n| format!("${n}")).collect();
+    format!("SELECT pg_temp.{function}({})", params.join(", "))
+}
 
 /// Arguments `{prefix}1 type`, `{prefix}2 type`, … of the space-separated `types`.
 fn typed_arguments(prefix: &str, types: &'static str) -> impl Iterator<Item = String> {
@@ -816,12 +819,8 @@ END $confirm$"
 });
 
 /// The call of [`CONFIRM_FUNCTION`], its arguments as parameters.
-static CALL_CONFIRM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let params: Vec<String> = (1..=confirm_arguments().len())
-        .map(|n| format!("${n}"))
-        .collect();
-    format!("SELECT pg_temp.guichet_confirm({})", params.join(", "))
-});
+static CALL_CONFIRM: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| call_sql("guichet_confirm", confirm_arguments().len()));
 
 /// [`StoreTx::put_code`] in one statement: the code (`$1`–`$7`, as [`sql::PUT_OTP`]), its message
 /// (`$8`–`$20`, as [`sql::INSERT_NOTIFICATION`]) and, with `budget`, the SMS taken from it

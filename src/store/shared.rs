@@ -1185,6 +1185,17 @@ macro_rules! finish_statement {
     }};
 }
 
+/// The seats taken in commune `$1` over `[$2, $3)` at `$4` (a hold counts until its expiry, the
+/// rest of the seat-taking statuses always), looking back to `$5`
+/// ([`crate::store::looked_back_from`] `$2`): the rows of the occupancy read, which PostgreSQL
+/// returns one by one and SQLite packs into one ([`sql::OCCUPANCY`]).
+macro_rules! occupied_in_span {
+    () => {
+        "FROM appointments WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 \
+         AND starts_at > $5 AND seat IS NOT NULL AND (status <> 'held' OR hold_expires_at > $4)"
+    };
+}
+
 /// PostgreSQL: the id of the advisory lock named by the SQL text `$key` (a parameter). Advisory
 /// locks are shared by the whole database: the name is taken within the schema, so that two
 /// installations in two schemas of one database (or the tests, a schema each) do not hold each

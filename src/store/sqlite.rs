@@ -190,10 +190,11 @@ fn unique_name(cols: &str) -> String {
 /// time from its worker thread, at about a microsecond each, and a 90-day search reads
 /// thousands. Each span is `planning seat start end`, instants in Unix seconds. (One string for
 /// all: grouping by planning would sort every row first.)
-const OCCUPANCY_PACKED: &str = "SELECT string_agg(planning_id || ' ' || seat || ' ' || starts_at \
-    || ' ' || ends_at, ',') AS spans FROM appointments \
-    WHERE commune_id = $1 AND starts_at < $3 AND ends_at > $2 AND starts_at > $5 \
-    AND seat IS NOT NULL AND (status <> 'held' OR hold_expires_at > $4)";
+const OCCUPANCY_PACKED: &str = concat!(
+    "SELECT string_agg(planning_id || ' ' || seat || ' ' || starts_at || ' ' || ends_at, ',') \
+     AS spans ",
+    occupied_in_span!()
+);
 
 fn unpack_span(span: &str) -> Result<Occupied> {
     let corrupt = || StoreError::Corrupt(format!("occupancy span {span}"));
