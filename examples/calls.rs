@@ -227,6 +227,7 @@ async fn main() {
         .unwrap();
     let stats = Arc::new(Mutex::new(Stats::default()));
     let gate = Arc::new(Semaphore::new(args.concurrency));
+    let cpu = support::CpuMeter::start();
     let started = Instant::now();
     let mut tasks = Vec::new();
     let (pace, args_concurrency) = (args.pace, args.concurrency);
@@ -250,9 +251,10 @@ async fn main() {
         task.await.unwrap();
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let mut s = std::mem::take(&mut *stats.lock().unwrap());
+    let cpu = cpu.summary("during the calls", s.booked);
 
     let (overbooked, confirmed) = support::overbooking(store.as_ref(), &commune).await;
-    let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
         "booked by telephone: {} (confirmed in the database: {confirmed})   overbooked: {overbooked}   retries after \"slot taken\": {}",
         s.booked, s.taken_retries
@@ -265,6 +267,9 @@ async fn main() {
         s.booked as f64 / elapsed,
         s.webhook_ms.len() as f64 / elapsed
     );
+    if let Some(cpu) = cpu {
+        println!("{cpu}");
+    }
     // Server side: the Prometheus histogram guichet keeps per route (bucket bounds).
     support::print_server_side(
         &http,

@@ -383,6 +383,7 @@ async fn main() {
         );
     }
     let stats = Arc::new(Mutex::new(Stats::default()));
+    let cpu = support::CpuMeter::start();
     let started = Instant::now();
     run_citizens(
         0..args.citizens,
@@ -395,12 +396,13 @@ async fn main() {
     )
     .await;
     let elapsed = started.elapsed().as_secs_f64();
+    let mut s = std::mem::take(&mut *stats.lock().unwrap());
+    let cpu = cpu.summary("during the rush", s.confirmed);
 
     // Overbooking, counted in the database: seats of a planning never overlap, and no more
     // appointments take a slot than it has seats.
     let (overbooked, confirmed_in_db) = support::overbooking(store.as_ref(), &commune).await;
 
-    let mut s = std::mem::take(&mut *stats.lock().unwrap());
     println!(
         "confirmed bookings: {} (in the database: {confirmed_in_db}) for {} slots",
         s.confirmed, args.slots
@@ -417,6 +419,9 @@ async fn main() {
         "wall time {elapsed:.2} s   throughput {:.0} confirmed bookings/s",
         s.confirmed as f64 / elapsed
     );
+    if let Some(cpu) = cpu {
+        println!("{cpu}");
+    }
     // Server side: the Prometheus histogram guichet keeps per route (bucket bounds), the
     // warm-up's requests included.
     support::print_server_side(

@@ -320,3 +320,94 @@ pub async fn print_server_side(http: &reqwest::Client, base: &str, routes: &[(&s
         println!("server side   {label:<13} n={total:<6} p50 ≤ {p50:>5} ms   p99 ≤ {p99:>5} ms");
     }
 }
+
+/// The machine's CPU over a stretch of time (Linux's `/proc/stat`), and this process's part of
+/// it (`/proc/self/stat`): guichet and the simulated people run in this process, PostgreSQL and
+/// the rest of the machine outside it. On a machine of two cores shared by all of them, the
+/// latencies follow from how busy it was; and the CPU spent per booking tells a slower machine
+/// from slower code when two runs differ. Both are counted in clock ticks (hundredths of a
+/// second, per core): over a rush of a fraction of a second the figures are rough, to a few
+/// percent. Nothing is printed where those files do not exist.
+pub struct CpuMeter {
+    started: std::time::Instant,
+    machine: Option<MachineTicks>,
+    own: Option<u64>,
+}
+
+#[derive(Clone, Copy)]
+struct MachineTicks {
+    busy: u64,
+    idle: u64,
+    cores: u64,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = stat.lines();
+    let total: Vec<u64> = lines
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is counted in user).
+    let field = |i: usize| total.get(i).copied().unwrap_or(0);
+    let cores = lines.filter(|l| l.starts_with("cpu")).count() as u64;
+    Some(MachineTicks {
+        busy: field(0) + field(1) + field(2) + field(5) + field(6) + field(7),
+        idle: field(3) + field(4),
+        cores: cores.max(1),
+    })
+}
+
+/// This process's user and system time, in clock ticks.
+fn own_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: the fields are counted after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of proc(5), the 12th and 13th after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+impl CpuMeter {
+    pub fn start() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            machine: machine_ticks(),
+            own: own_ticks(),
+        }
+    }
+
+    /// How busy the machine was since [`CpuMeter::start`], in all and per booking; None where
+    /// it cannot be read.
+    pub fn summary(&self, what: &str, bookings: usize) -> Option<String> {
+        let wall = self.started.elapsed().as_secs_f64();
+        let (Some(before), Some(after), Some(own_before), Some(own_after)) =
+            (self.machine, machine_ticks(), self.own, own_ticks())
+        else {
+            return None;
+        };
+        let busy = after.busy.saturating_sub(before.busy) as f64;
+        let idle = after.idle.saturating_sub(before.idle) as f64;
+        if busy + idle == 0.0 || wall == 0.0 {
+            return None;
+        }
+        // Clock ticks per second, from the machine's own count over the stretch (every core
+        // counts each tick as busy or idle), so that no C library call is needed for it.
+        let hz = (busy + idle) / (wall * after.cores as f64);
+        let busy_s = busy / hz;
+        let own_s = own_after.saturating_sub(own_before) as f64 / hz;
+        let per_booking = if bookings > 0 {
+            format!("   {:.1} ms per booking", busy_s * 1000.0 / bookings as f64)
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "machine CPU {what}: {:.0} % busy of {} cores, {busy_s:.2} CPU-s{per_booking}; \
+             this process (guichet and the people) {own_s:.2} CPU-s, the rest (the database, …) {:.2}",
+            100.0 * busy / (busy + idle),
+            after.cores,
+            (busy_s - own_s).max(0.0)
+        ))
+    }
+}
