@@ -542,6 +542,20 @@ pub fn sms_cancelled(commune: &Commune, appointment: &Appointment, booking_url: 
     ])
 }
 
+/// A refusal (the engine's message for people) as an SMS reply: whole when it fits one segment,
+/// else its first sentence, else a short pointer to the town hall.
+pub fn sms_refusal(message: &str) -> String {
+    let first_sentence = message
+        .split_once(". ")
+        .map_or(message, |(first, _)| first)
+        .trim_end_matches('.');
+    sms([
+        message.to_owned(),
+        format!("{first_sentence}."),
+        "Votre réponse n'a pas pu être prise en compte. Appelez la mairie.".to_owned(),
+    ])
+}
+
 pub fn sms_help() -> String {
     sms(["Pour annuler votre prochain RDV, répondez ANNULER. Pour ne plus recevoir de rappels, répondez STOP.".to_owned()])
 }

@@ -127,9 +127,15 @@ enum Command {
 }
 
 fn command(body: &str) -> Command {
-    let word: String = body
-        .trim()
-        .trim_end_matches(['.', '!'])
+    // French typing puts a space (often a no-break one, which phones insert) before "!" and
+    // "?": "Oui !" is OUI. Punctuation and spaces around the word do not count, nor the number
+    // of spaces inside ("STOP  SMS").
+    let word = body
+        .trim_matches(|c: char| c.is_whitespace() || ".!?,;:…".contains(c))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let word: String = word
         .chars()
         .map(|c| match c.to_lowercase().next().unwrap_or(c) {
             'é' | 'è' | 'ê' | 'ë' => 'E',
@@ -227,14 +233,14 @@ async fn reply(
                             Some(cancelled.commune_id),
                         )
                     }
-                    Err(e) => (gsm7::transliterate(&e.message()), None),
+                    Err(e) => (templates::sms_refusal(&e.message()), None),
                 }
             }
             // Accepted: the confirmation (with its link) follows through the outbox; a reply
             // on top would be a fourth SMS for this appointment.
             Some((id, SmsAction::Accept)) => match engine.accept_proposal(id).await {
                 Ok(accepted) => (String::new(), Some(accepted.commune_id)),
-                Err(e) => (gsm7::transliterate(&e.message()), None),
+                Err(e) => (templates::sms_refusal(&e.message()), None),
             },
             None => (templates::sms_help(), None),
         },
@@ -302,6 +308,14 @@ mod tests {
         assert_eq!(command("Annuler."), Command::Cancel);
         assert_eq!(command("oui"), Command::Yes);
         assert_eq!(command("OUI!"), Command::Yes);
+        assert_eq!(command("Oui !"), Command::Yes);
+        // A no-break space and a narrow one, as phones type them before "!" and "?".
+        assert_eq!(command("Oui\u{a0}!"), Command::Yes);
+        assert_eq!(command("oui\u{202f}?"), Command::Yes);
+        assert_eq!(command("Annuler !\n"), Command::Cancel);
+        assert_eq!(command("Stop !"), Command::Stop);
+        assert_eq!(command("stop  sms"), Command::Stop);
+        assert_eq!(command("oui mais pas demain"), Command::Other);
         assert_eq!(command("Stop"), Command::Stop);
         assert_eq!(command("Arrêt"), Command::Stop);
         assert_eq!(command("ARRET"), Command::Stop);

@@ -8,7 +8,7 @@ use crate::helpers::{
 };
 use crate::smtp_server::SmtpServer;
 use chrono::{DateTime, Duration, Utc};
-use guichet::booking::{BookingMode, Cancellation};
+use guichet::booking::{BookingError, BookingMode, Cancellation};
 use guichet::domain::gsm7::fits_one_segment;
 use guichet::domain::{
     Appointment, AppointmentPlace, Channel, Clock, ManualClock, MessageChannel, NotificationKind,
@@ -94,6 +94,22 @@ async fn every_sms_is_one_gsm7_segment() {
                     templates::sms_stopped(),
                     templates::sms_nothing_to_cancel(),
                 ];
+                // Refusals answered to an SMS reply ("OUI" to an offer taken meanwhile, …),
+                // the longest of the engine's messages among them.
+                for refusal in [
+                    BookingError::ProposalLapsed,
+                    BookingError::HoldExpired,
+                    BookingError::AlreadyStarted,
+                    BookingError::SlotTaken,
+                    BookingError::AppointmentNotFound,
+                    BookingError::NotModifiable(Status::CancelledByCommune),
+                    BookingError::Duplicate(None),
+                    BookingError::TooManyCodes,
+                    BookingError::SmsBudgetExhausted,
+                    BookingError::CannotReceiveSms,
+                ] {
+                    texts.push(templates::sms_refusal(&refusal.message()));
+                }
                 for reason in reasons {
                     texts.push(templates::commune_cancellation_sms(&s, reason, None));
                     texts.push(templates::commune_cancellation_sms(
