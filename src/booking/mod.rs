@@ -563,6 +563,11 @@ impl Engine {
     /// The commune of a slug, from the cached configuration (every request of a page or of the
     /// API names its commune: a query each time is a query for nothing).
     pub async fn commune_by_slug(&self, slug: &str) -> Result<Option<Commune>> {
+        // What cannot be a slug names no commune, without asking the database (which may refuse
+        // the text itself: PostgreSQL takes no NUL character).
+        if !crate::domain::Slug::parse(slug).is_ok_and(|s| s.as_str() == slug) {
+            return Ok(None);
+        }
         let known = || {
             self.slugs
                 .lock()

@@ -9,7 +9,9 @@ use crate::domain::slots::SlotFilter;
 use crate::domain::{Category, Commune, Location, Service};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+// Path parameters whose rejection is the API's JSON error.
+use super::error::ApiPath as Path;
+use axum::extract::{Query, State};
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;

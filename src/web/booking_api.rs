@@ -15,7 +15,9 @@ use crate::domain::{
 use crate::notify::CodeDestination;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+// Path parameters whose rejection is the API's JSON error.
+use super::error::ApiPath as Path;
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -370,12 +372,18 @@ pub async fn cancel(
         (status = 422, body = ErrorBody)))]
 pub async fn move_appointment(
     State(state): State<AppState>,
+    ip: ClientIp,
     Path(token): Path<String>,
     json: Result<Json<MoveBody>, JsonRejection>,
 ) -> Result<Json<AppointmentJson>, ApiError> {
     let appointment = by_token(&state, &token).await?;
     let b = body(json)?;
     let start = parse_start("start", &b.start)?;
+    // Each move sends a notice, as on the web page: bouncing between two slots must not run
+    // up the commune's SMS bill.
+    if !state.limits.take(Allowance::Send, ip.0) {
+        return Err(ApiError::TOO_MANY_FROM_ADDRESS);
+    }
     let moved = state
         .engine
         .move_to(appointment.id, start, b.location)

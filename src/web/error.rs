@@ -5,6 +5,8 @@
 use crate::booking::BookingError;
 use crate::store::StoreError;
 use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -179,6 +181,34 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .unwrap_or("(no message)");
     tracing::error!(panic = detail, "handler panicked");
     (StatusCode::INTERNAL_SERVER_ERROR, Json(internal_body())).into_response()
+}
+
+/// A path parameter of the API (`/manage/{token}`, …). A path axum cannot read (bytes that are
+/// not UTF-8) answers the API's JSON 400, not axum's plain text.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> Self {
+        ApiError::bad_parameter(
+            "path",
+            "Cette adresse contient des caractères illisibles. Voir /api/v1/openapi.json.",
+        )
+    }
+}
+
+/// A JSON 405 for a route of the API asked with another method.
+pub async fn api_method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ErrorBody::new(
+            "method_not_allowed",
+            "Cette ressource de l'API ne s'utilise pas avec cette méthode. Voir /api/v1/openapi.json."
+                .into(),
+        )),
+    )
+        .into_response()
 }
 
 /// A JSON 404 for paths under `/api` that match no route.

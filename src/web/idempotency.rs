@@ -98,7 +98,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                     let _ = store.forget_idempotent(&scope, &key).await;
                     return None;
                 };
-                let outcome = if parts.status.is_server_error() {
+                // A server error, or "too many, later" (nothing was done: the same request is
+                // meant to be tried again), is not the request's answer for good.
+                let retry_later = parts.status.is_server_error()
+                    || parts.status == StatusCode::TOO_MANY_REQUESTS;
+                let outcome = if retry_later {
                     store.forget_idempotent(&scope, &key).await
                 } else {
                     store

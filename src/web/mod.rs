@@ -89,7 +89,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             idempotency::layer,
         ))
-        .fallback(error::api_not_found);
+        .fallback(error::api_not_found)
+        .method_not_allowed_fallback(error::api_method_not_allowed);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -6,7 +6,9 @@ use super::api::commune_or_404;
 use super::error::{ApiError, ErrorBody};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+// Path parameters whose rejection is the API's JSON error.
+use super::error::ApiPath as Path;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use chrono::{Datelike, Months, NaiveDate, TimeZone, Utc};
 use secrecy::ExposeSecret;

@@ -112,6 +112,36 @@ async fn communes_services_locations() {
     assert_eq!(body["code"], "not_found");
 }
 
+/// Whatever the path, the API answers with its JSON errors: a slug that cannot be one (a NUL
+/// byte, which PostgreSQL refuses in text; capitals; far too long), bytes that are not UTF-8,
+/// a method the route does not take.
+async fn odd_paths_get_json_errors(db: TestDb) {
+    let (_, app) = app_on(db).await;
+    let long = format!("/api/v1/communes/{}/services", "a".repeat(300));
+    for path in [
+        "/api/v1/communes/test%00ville/services",
+        "/api/v1/communes/Testville",
+        long.as_str(),
+    ] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["code"], "commune_not_found", "{path}");
+    }
+    let (status, body) = app
+        .post_json("/api/v1/manage/%FF%FE/cancel", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "invalid_parameter");
+    assert!(body["message"].as_str().unwrap().contains("adresse"));
+    let (status, body) = app
+        .get_json("/api/v1/appointments/00000000-0000-0000-0000-000000000000/confirm")
+        .await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["code"], "method_not_allowed");
+    assert!(body["message"].as_str().unwrap().contains("méthode"));
+}
+crate::both_backends!(api_odd_paths, odd_paths_get_json_errors);
+
 #[tokio::test]
 async fn slots_with_offsets_and_filters() {
     let (w, app) = app_on(TestDb::sqlite().await).await;

@@ -189,6 +189,49 @@ async fn book_confirm_read_move_cancel(db: TestDb) {
 }
 crate::both_backends!(api_booking_path, book_confirm_read_move_cancel);
 
+/// Every move sends the citizen a notice: through the API as on the web page, one address
+/// cannot bounce an appointment between two slots at the commune's expense.
+#[tokio::test]
+async fn moves_are_limited_per_address() {
+    let w = World::new(TestDb::sqlite().await).await;
+    let twilio = FakeTwilio::start().await;
+    let options = TestAppOptions {
+        twilio: Some(twilio.clone()),
+        // Holds, and code or notice sends, per address and hour.
+        per_ip_limits: Some((10, 3)),
+        ..TestAppOptions::default()
+    };
+    let app = TestApp::spawn_with(&w.db, w.clock.clone(), options).await;
+    let s = Setup { w, app, twilio };
+    let held = s.hold("2026-12-01T09:00:00+01:00", MOBILE).await;
+    let code = s.code_for(MOBILE).await;
+    let (status, confirmed) = s.confirm(held["id"].as_str().unwrap(), &code).await;
+    assert_eq!(status, 200, "{confirmed}");
+    let token = confirmed["token"].as_str().unwrap();
+    let mut answers = Vec::new();
+    for start in [
+        "2026-12-02T10:00:00+01:00",
+        "2026-12-01T09:00:00+01:00",
+        "2026-12-02T10:00:00+01:00",
+    ] {
+        let (status, body) = s
+            .app
+            .post_json(
+                &format!("/api/v1/manage/{token}/move"),
+                json!({ "start": start }),
+            )
+            .await;
+        answers.push((status, body));
+    }
+    // The hold's code was the first send of three: two moves, then a refusal.
+    assert_eq!(answers[0].0, 200, "{}", answers[0].1);
+    assert_eq!(answers[1].0, 200, "{}", answers[1].1);
+    assert_eq!(answers[2].0, 429, "{}", answers[2].1);
+    assert_eq!(answers[2].1["code"], "too_many_requests");
+    let (_, view) = s.app.get_json(&format!("/api/v1/manage/{token}")).await;
+    assert_eq!(view["start"], "2026-12-01T09:00:00+01:00");
+}
+
 #[tokio::test]
 async fn codes_expire_burn_and_are_limited() {
     let s = setup(TestDb::sqlite().await).await;
@@ -218,9 +261,14 @@ async fn codes_expire_burn_and_are_limited() {
         .post_json(&format!("/api/v1/appointments/{id}/code"), json!({}))
         .await;
     assert_eq!(status, 202);
+    // (Asked with an Idempotency-Key: a "too many, later" is not kept as its answer.)
     let (status, body) = s
         .app
-        .post_json(&format!("/api/v1/appointments/{id}/code"), json!({}))
+        .post_json_keyed(
+            &format!("/api/v1/appointments/{id}/code"),
+            json!({}),
+            Some("again"),
+        )
         .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "too_many_codes");
@@ -234,12 +282,17 @@ async fn codes_expire_burn_and_are_limited() {
     s.w.clock.advance(Duration::minutes(11));
     let (_, body) = s.confirm(id, &latest).await;
     assert_eq!(body["code"], "code_expired");
-    // …and a new one may be asked; the lapsed hold is confirmed since its seat is free.
-    let (status, _) = s
+    // …and a new one may be asked, with the same key as the refused request; the lapsed hold
+    // is confirmed since its seat is free.
+    let (status, body) = s
         .app
-        .post_json(&format!("/api/v1/appointments/{id}/code"), json!({}))
+        .post_json_keyed(
+            &format!("/api/v1/appointments/{id}/code"),
+            json!({}),
+            Some("again"),
+        )
         .await;
-    assert_eq!(status, 202);
+    assert_eq!(status, 202, "{body}");
     let code = s.code_for(MOBILE).await;
     let (status, body) = s.confirm(id, &code).await;
     assert_eq!(status, 200, "{body}");
