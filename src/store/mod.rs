@@ -1374,13 +1374,33 @@ mod sql {
     pub const FINISH_OTHER: &str = "UPDATE notifications SET status = $3, last_error = $4, segments = $5, \
         cost_micro_eur = $6, updated_at = $7, lease_until = NULL \
         WHERE id = $1 AND claimed_by = $2 AND status = 'sending'";
+    /// Where a provider's message status comes in the order a message goes through them
+    /// (accepted or queued, sending, sent, then a final one): reports may arrive out of
+    /// order, and a late "sent" must not take a "delivered" back.
+    macro_rules! delivery_rank {
+        ($status:literal) => {
+            concat!(
+                "(CASE ",
+                $status,
+                " WHEN 'sending' THEN 2 WHEN 'sent' THEN 3 \
+                 WHEN 'delivered' THEN 4 WHEN 'undelivered' THEN 4 WHEN 'failed' THEN 4 \
+                 WHEN 'canceled' THEN 4 WHEN 'read' THEN 5 ELSE 1 END)"
+            )
+        };
+    }
+    /// A report settles a message whose fate was unknown: the provider had it. Only "failed"
+    /// (never sent on, not charged) makes it failed; "undelivered" was sent, and paid for.
     macro_rules! record_delivery {
         ($where:literal) => {
             concat!(
-                "UPDATE notifications SET delivery_status = $3, provider_id = COALESCE(provider_id, $2), \
+                "UPDATE notifications SET delivery_status = CASE WHEN delivery_status IS NULL OR ",
+                delivery_rank!("$3"),
+                " >= ",
+                delivery_rank!("delivery_status"),
+                " THEN $3 ELSE delivery_status END, provider_id = COALESCE(provider_id, $2), \
                  last_error = COALESCE($4, last_error), \
                  status = CASE WHEN status = 'unknown' THEN \
-                   (CASE WHEN $3 IN ('failed', 'undelivered') THEN 'failed' ELSE 'sent' END) ELSE status END, \
+                   (CASE WHEN $3 = 'failed' THEN 'failed' ELSE 'sent' END) ELSE status END, \
                  sent_at = CASE WHEN status = 'unknown' AND sent_at IS NULL THEN $5 ELSE sent_at END, \
                  updated_at = $5 WHERE ",
                 $where

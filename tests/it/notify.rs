@@ -489,9 +489,8 @@ async fn batched_starts_and_outcomes(db: TestDb) {
 }
 crate::both_backends!(batched_sends, batched_starts_and_outcomes);
 
-#[tokio::test]
-async fn provider_errors_are_retried_or_left_unknown() {
-    let w = World::new(TestDb::sqlite().await).await;
+async fn provider_errors_are_retried_or_left_unknown(db: TestDb) {
+    let w = World::new(db).await;
     let (app, twilio) = TestApp::with_twilio(&w.db, w.clock.clone()).await;
     let now = w.engine.now();
     // 429: nothing left; tried again after the back-off.
@@ -533,6 +532,19 @@ async fn provider_errors_are_retried_or_left_unknown() {
         NotificationStatus::Sent,
         "it left; the phone was off"
     );
+    // Reports may arrive out of order: a late "sent" does not take the final word back.
+    for late in ["sent", "queued"] {
+        let response = app
+            .post_twilio(
+                "/twilio/sms/status",
+                &[("MessageSid", sid.as_str()), ("MessageStatus", late)],
+                crate::helpers::Signature::Valid,
+            )
+            .await;
+        assert_eq!(response.status(), 204);
+    }
+    let n = status_of(&w, throttled.id).await;
+    assert_eq!(n.delivery_status.as_deref(), Some("undelivered"));
 
     // 500: maybe sent; recorded unknown, counted, never resent; the delivery report settles it.
     let ambiguous = message(
@@ -564,6 +576,35 @@ async fn provider_errors_are_retried_or_left_unknown() {
     let n = status_of(&w, ambiguous.id).await;
     assert_eq!(n.status, NotificationStatus::Sent);
     assert_eq!(n.delivery_status.as_deref(), Some("delivered"));
+    // An unknown one reported undelivered was sent on, and is counted; one reported failed
+    // never left the provider.
+    for (to, report, status) in [
+        ("+33639980004", "undelivered", NotificationStatus::Sent),
+        ("+33639980005", "failed", NotificationStatus::Failed),
+    ] {
+        let unsure = message(w.commune, to, "unsure".into(), w.engine.now());
+        enqueue(&w, std::slice::from_ref(&unsure)).await;
+        twilio.script(&[Mode::ServerError]);
+        app.deliver().await;
+        assert_eq!(
+            status_of(&w, unsure.id).await.status,
+            NotificationStatus::Unknown
+        );
+        let response = app
+            .post_twilio(
+                &format!("/twilio/sms/status?n={}", unsure.id),
+                &[
+                    ("MessageSid", "SM00000000000000000000000000000002"),
+                    ("MessageStatus", report),
+                ],
+                crate::helpers::Signature::Valid,
+            )
+            .await;
+        assert_eq!(response.status(), 204);
+        let n = status_of(&w, unsure.id).await;
+        assert_eq!(n.status, status, "{report}");
+        assert_eq!(n.delivery_status.as_deref(), Some(report));
+    }
 
     // A provider that hangs: the send times out and is unknown.
     let hanging = message(w.commune, "+33639980003", "hanging".into(), w.engine.now());
@@ -576,6 +617,7 @@ async fn provider_errors_are_retried_or_left_unknown() {
     );
     assert!(twilio.rejected().is_empty(), "{:?}", twilio.rejected());
 }
+crate::both_backends!(provider_errors, provider_errors_are_retried_or_left_unknown);
 
 #[tokio::test]
 async fn a_refused_connection_is_retried() {
