@@ -53,6 +53,12 @@ impl MinuteOfDay {
         Self(hour * 60 + minute)
     }
 
+    /// The clock time of day: the end of a day ("24:00", 1440), which opening hours may name,
+    /// is 00:00 — as quiet hours, which are times of day, need it.
+    pub fn time_of_day(self) -> Self {
+        Self(self.0 % (24 * 60))
+    }
+
     pub fn to_time(self) -> Option<NaiveTime> {
         NaiveTime::from_hms_opt(u32::from(self.0 / 60), u32::from(self.0 % 60), 0)
     }

@@ -31,8 +31,10 @@ fn minute_of(local: NaiveDateTime) -> MinuteOfDay {
     MinuteOfDay((local.hour() * 60 + local.minute()) as u16)
 }
 
-/// Whether a local time of day is in the quiet hours `[start, end)` (which may span midnight).
+/// Whether a local time of day is in the quiet hours `[start, end)` (which may span midnight;
+/// "24:00" is midnight).
 pub fn is_quiet(at: MinuteOfDay, start: MinuteOfDay, end: MinuteOfDay) -> bool {
+    let (start, end) = (start.time_of_day(), end.time_of_day());
     if start == end {
         false
     } else if start < end {
@@ -52,28 +54,34 @@ pub fn reminder_due(
     let tz = commune.timezone;
     let local_start = starts_at.with_timezone(&tz).naive_local();
     let local_due = local_start - Duration::hours(i64::from(commune.reminder_delay_hours.max(0)));
-    let mut due = resolve(tz, local_due);
+    let due = resolve(tz, local_due);
+    let worth_it = |t: &DateTime<Utc>| *t >= booked_at + MIN_GAP_AFTER_BOOKING && *t < starts_at;
     let (quiet_start, quiet_end) = (commune.quiet_start, commune.quiet_end);
-    if is_quiet(
+    if !is_quiet(
         minute_of(due.with_timezone(&tz).naive_local()),
         quiet_start,
         quiet_end,
     ) {
-        due = nearest_allowed(tz, due, starts_at, quiet_start, quiet_end);
+        return worth_it(&due).then_some(due);
     }
-    let worth_it = due >= booked_at + MIN_GAP_AFTER_BOOKING && due < starts_at;
-    worth_it.then_some(due)
+    // The nearer of the allowed moments around it that still helps: when the evening before
+    // is too soon after the booking, the morning after may not be.
+    let (before, after) = allowed_around(tz, due, quiet_start, quiet_end);
+    [before, after]
+        .into_iter()
+        .filter(worth_it)
+        .min_by_key(|t| (*t - due).abs())
 }
 
 /// The allowed moments around a quiet `due`: the last minute before the quiet hours began and
-/// the first one after they end; the nearer of the two that is before the appointment.
-fn nearest_allowed(
+/// the first one after they end.
+fn allowed_around(
     tz: Tz,
     due: DateTime<Utc>,
-    starts_at: DateTime<Utc>,
     quiet_start: MinuteOfDay,
     quiet_end: MinuteOfDay,
-) -> DateTime<Utc> {
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (quiet_start, quiet_end) = (quiet_start.time_of_day(), quiet_end.time_of_day());
     let local = due.with_timezone(&tz).naive_local();
     let at = minute_of(local);
     let date = local.date();
@@ -91,11 +99,7 @@ fn nearest_allowed(
         began_on.and_time(time(quiet_start)) - Duration::minutes(1),
     );
     let after = resolve(tz, ends_on.and_time(time(quiet_end)));
-    if after < starts_at && (after - due) < (due - before) {
-        after
-    } else {
-        before
-    }
+    (before, after)
 }
 
 #[cfg(test)]
@@ -175,6 +179,37 @@ mod tests {
             MinuteOfDay::hm(12, 0),
             MinuteOfDay::hm(14, 0)
         ));
+    }
+
+    #[test]
+    fn the_other_side_of_the_quiet_hours_when_the_nearer_is_too_soon() {
+        // 36 h before Friday 9:00 is Wednesday 21:00, quiet. Booked on Wednesday at 8:00,
+        // 19:59 that evening would come too soon after the booking; Thursday 8:00 does not.
+        let c = commune(36);
+        let start = paris("2026-12-04T09:00:00");
+        let due = reminder_due(&c, start, paris("2026-12-02T08:00:00"));
+        assert_eq!(local(due.unwrap()), "2026-12-03T08:00");
+        // Booked earlier, the nearer one, the evening before.
+        let due = reminder_due(&c, start, paris(LONG_AGO));
+        assert_eq!(local(due.unwrap()), "2026-12-02T19:59");
+    }
+
+    #[test]
+    fn quiet_hours_ending_at_midnight() {
+        // "24:00", as the hours form takes it, is midnight: the night after 20:00 is quiet
+        // until 00:00 of the next day, not of the same one.
+        let c = Commune {
+            quiet_end: MinuteOfDay(24 * 60),
+            ..commune(48)
+        };
+        assert!(is_quiet(MinuteOfDay::hm(21, 0), c.quiet_start, c.quiet_end));
+        assert!(!is_quiet(MinuteOfDay::hm(3, 0), c.quiet_start, c.quiet_end));
+        // Due Tuesday 21:00: 19:59 is nearer than midnight.
+        let due = reminder_due(&c, paris("2026-12-03T21:00:00"), paris(LONG_AGO)).unwrap();
+        assert_eq!(local(due), "2026-12-01T19:59");
+        // Due Tuesday 23:30: midnight, half an hour later, is nearer.
+        let due = reminder_due(&c, paris("2026-12-03T23:30:00"), paris(LONG_AGO)).unwrap();
+        assert_eq!(local(due), "2026-12-02T00:00");
     }
 
     #[test]

@@ -258,11 +258,15 @@ impl Outbox {
             let minute = MinuteOfDay::of_time(local.time());
             if is_quiet(minute, commune.quiet_start, commune.quiet_end) {
                 // Late (a retry, a worker down overnight): never at night.
+                let (quiet_start, quiet_end) = (
+                    commune.quiet_start.time_of_day(),
+                    commune.quiet_end.time_of_day(),
+                );
                 let mut day = local.date();
-                if commune.quiet_start > commune.quiet_end && minute >= commune.quiet_start {
+                if quiet_start > quiet_end && minute >= quiet_start {
                     day = day.succ_opt().unwrap_or(day);
                 }
-                let morning = day.and_time(commune.quiet_end.to_time().unwrap_or_default());
+                let morning = day.and_time(quiet_end.to_time().unwrap_or_default());
                 let morning = commune
                     .timezone
                     .from_local_datetime(&morning)
