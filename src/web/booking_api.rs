@@ -166,6 +166,9 @@ async fn appointment_json(
     let status = appointment.effective_status(now);
     let tz = details.commune.timezone;
     let open = matches!(status, Status::Confirmed | Status::Held) && appointment.starts_at > now;
+    // A held appointment behind a link is a replacement the commune offers: it is accepted
+    // (by its link or by SMS) or declined, not moved.
+    let movable = status == Status::Confirmed && appointment.starts_at > now;
     Ok(AppointmentJson {
         id: appointment.id,
         status: status.as_str().to_owned(),
@@ -188,7 +191,7 @@ async fn appointment_json(
         },
         what_to_bring: details.service.what_to_bring,
         can_cancel: open,
-        can_move: open,
+        can_move: movable,
         cancel_reason: appointment.cancel_reason.clone(),
     })
 }
@@ -379,6 +382,11 @@ pub async fn move_appointment(
     let appointment = by_token(&state, &token).await?;
     let b = body(json)?;
     let start = parse_start("start", &b.start)?;
+    // Moved, the offer would become a hold nothing confirms (its acceptance looks for the
+    // offer), and run out.
+    if appointment.effective_status(state.engine.now()) == Status::Held {
+        return Err(ApiError::OFFER_NOT_MOVABLE);
+    }
     // Each move sends a notice, as on the web page: bouncing between two slots must not run
     // up the commune's SMS bill.
     if !state.limits.take(Allowance::Send, ip.0) {

@@ -73,6 +73,12 @@ impl ApiError {
         message: "Trop de demandes sont venues de votre connexion en peu de temps. Réessayez dans une heure, ou appelez votre mairie.",
     };
 
+    pub const OFFER_NOT_MOVABLE: ApiError = ApiError::Plain {
+        status: StatusCode::CONFLICT,
+        code: "offer_not_movable",
+        message: "Ce créneau vous est proposé par la mairie en remplacement : acceptez-le avec le lien reçu par SMS ou e-mail, puis déplacez-le si besoin.",
+    };
+
     pub fn bad_parameter(field: &str, message: impl Into<String>) -> Self {
         ApiError::BadParameter {
             field: field.to_owned(),

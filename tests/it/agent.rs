@@ -417,6 +417,29 @@ async fn walk_in_then_cancel_with_a_replacement_accepted_by_sms(db: TestDb) {
         notice.body
     );
 
+    // Its personal link reads the offer through the JSON API, which does not move it: moved,
+    // it would become a hold nothing confirms.
+    let token: String = notice
+        .body
+        .split("/r/")
+        .nth(1)
+        .expect("the offer's link")
+        .chars()
+        .take(22)
+        .collect();
+    let (status, offer) = app.get_json(&format!("/api/v1/manage/{token}")).await;
+    assert_eq!(status, 200, "{offer}");
+    assert_eq!(offer["status"], "held");
+    assert_eq!(offer["can_move"], false);
+    let (status, refused) = app
+        .post_json(
+            &format!("/api/v1/manage/{token}/move"),
+            serde_json::json!({"start": "2026-12-02T10:00:00+01:00"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "offer_not_movable");
+
     // The replacement's seat is taken meanwhile: nobody else can book it.
     let taken = store
         .occupancy(
