@@ -372,7 +372,7 @@ pub async fn cancel(
     request_body = MoveBody,
     responses((status = 200, body = AppointmentJson), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn move_appointment(
     State(state): State<AppState>,
     ip: ClientIp,
