@@ -73,6 +73,17 @@ pub fn reminder_due(
         .min_by_key(|t| (*t - due).abs())
 }
 
+/// When the quiet hours that the quiet instant `at` falls in end: when a reminder that is late
+/// (a retry, a worker down overnight) may go.
+pub fn end_of_quiet_hours(
+    tz: Tz,
+    at: DateTime<Utc>,
+    quiet_start: MinuteOfDay,
+    quiet_end: MinuteOfDay,
+) -> DateTime<Utc> {
+    allowed_around(tz, at, quiet_start, quiet_end).1
+}
+
 /// The allowed moments around a quiet `due`: the last minute before the quiet hours began and
 /// the first one after they end.
 fn allowed_around(

@@ -14,11 +14,10 @@
 
 use super::email::{MailOutcome, Mailer, OutgoingEmail};
 use super::sms::{OutgoingSms, SmsOutcome, SmsSender};
-use crate::domain::reminders::is_quiet;
+use crate::domain::reminders::{end_of_quiet_hours, is_quiet};
 use crate::domain::{Clock, MessageChannel, MinuteOfDay, NotificationKind, Status, gsm7};
 use crate::store::{Notification, NotificationId, SendResult, Store};
 use chrono::Duration;
-use chrono::TimeZone;
 use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -258,20 +257,12 @@ impl Outbox {
             let minute = MinuteOfDay::of_time(local.time());
             if is_quiet(minute, commune.quiet_start, commune.quiet_end) {
                 // Late (a retry, a worker down overnight): never at night.
-                let (quiet_start, quiet_end) = (
-                    commune.quiet_start.time_of_day(),
-                    commune.quiet_end.time_of_day(),
+                let morning = end_of_quiet_hours(
+                    commune.timezone,
+                    now,
+                    commune.quiet_start,
+                    commune.quiet_end,
                 );
-                let mut day = local.date();
-                if quiet_start > quiet_end && minute >= quiet_start {
-                    day = day.succ_opt().unwrap_or(day);
-                }
-                let morning = day.and_time(quiet_end.to_time().unwrap_or_default());
-                let morning = commune
-                    .timezone
-                    .from_local_datetime(&morning)
-                    .earliest()
-                    .map_or(now + Duration::hours(8), |t| t.with_timezone(&chrono::Utc));
                 return if morning < appointment.starts_at {
                     Ok(Some(SendResult::Retry {
                         due_at: morning,
