@@ -2113,6 +2113,209 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
 }
 both_backends!(hold_at_once, a_hold_at_once);
 
+/// A hold as `hold_at_once` takes it, owned: the appointment, its claims, its code and message.
+type OwnedHold = (
+    Appointment,
+    Vec<Claim>,
+    guichet::store::OtpRecord,
+    guichet::store::NewNotification,
+);
+
+/// Writes `hold` through `pg`, its code by SMS within a large budget.
+async fn hold_through(
+    pg: guichet::store::PgStore,
+    commune: guichet::domain::CommuneId,
+    now: DateTime<Utc>,
+    (held, claims, otp, message): OwnedHold,
+) -> Result<guichet::store::HeldAtOnce, StoreError> {
+    use guichet::store::{HoldAtOnce, Store};
+    pg.hold_at_once(&HoldAtOnce {
+        appointment: &held,
+        claims: &claims,
+        exclusive: true,
+        destination_claim: Some(0),
+        otp: &otp,
+        message: &message,
+        recent: (now - Duration::minutes(10), 3),
+        day_ago: (now - Duration::hours(24), 10),
+        sms_day: (commune, now.date_naive()),
+        budget: Some(1000),
+        now,
+    })
+    .await
+}
+
+/// On PostgreSQL, holds that arrive together are written together, in one statement and one
+/// transaction, and each still decides alone: of two holds on one seat one gets it, of two
+/// holds by one citizen one gets it, and nothing of the others is written. A hold the database
+/// refuses outright sinks the statement: the others are then written alone, and only it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_arriving_together_are_written_together() {
+    use guichet::domain::MessageChannel;
+    use guichet::store::{HeldAtOnce, PgStore, Store};
+    let Some(db) = crate::helpers::TestDb::postgres().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let w = World::new(db).await;
+    let now = w.clock_now();
+    // guichet's own pool on the test's schema, whose queue the holds below share.
+    let pg = PgStore::connect(&url).await.unwrap();
+    // A hold for citizen `n` on `planning` at `start`, its code by SMS to `to`.
+    let hold_for = |n: u32, planning, start: DateTime<Utc>, to: Option<&str>| -> OwnedHold {
+        let mut held = appointment(&w, start, 0, Status::Held);
+        held.seat = None;
+        held.planning_id = planning;
+        held.citizen = citizen(n);
+        let phone = held.citizen.phone.as_ref().unwrap().as_str().to_owned();
+        let claims = vec![Claim {
+            category: Category::Titres,
+            kind: ClaimKind::Phone,
+            key: phone.clone(),
+        }];
+        let (otp, message) = code_for(
+            &w,
+            &held,
+            (MessageChannel::Sms, to.unwrap_or(&phone)),
+            i64::from(n),
+        );
+        (held, claims, otp, message)
+    };
+    let written = async |held: &Appointment| pg.appointment(held.id).await.unwrap();
+    let sms_used = async || {
+        let mut tx = pg.begin().await.unwrap();
+        let day = now.date_naive();
+        tx.code_limits("none", now, now, w.commune, day)
+            .await
+            .unwrap()
+            .sms_used
+    };
+    // Writes `holds` as they would arrive while both writers are busy: both writers held up by
+    // a transaction holding the commune's SMS counter, each with one hold (`openers`, two
+    // other citizens), the holds queued behind them, then the counter let go. Answers their
+    // outcomes, and how many statements wrote them.
+    let mut opener = 900;
+    let mut together = async |holds: Vec<OwnedHold>| {
+        let mut blocker = pg.pool().begin().await.unwrap();
+        let blocker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *blocker)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sms_daily_usage SET sent = sent WHERE commune_id = $1")
+            .bind(w.commune)
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let mut openers = Vec::new();
+        for waiting in 1..=2 {
+            opener += 1;
+            let start = paris("2026-12-11", 8, 0) + Duration::minutes(20 * i64::from(opener));
+            let hold = hold_for(opener, w.annex_planning, start, None);
+            openers.push(tokio::spawn(hold_through(pg.clone(), w.commune, now, hold)));
+            // Until its writer waits for the counter.
+            loop {
+                let blocked: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                )
+                .bind(blocker_pid)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap();
+                if blocked >= waiting {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let before = pg.hold_statements();
+        let writes = holds
+            .into_iter()
+            .map(|h| hold_through(pg.clone(), w.commune, now, h));
+        // All queued (on their first poll) before the counter is let go.
+        let (outcomes, ()) = tokio::join!(futures::future::join_all(writes), async {
+            blocker.commit().await.unwrap();
+        });
+        for opened in openers {
+            assert!(matches!(opened.await.unwrap(), Ok(HeldAtOnce::Held(_))));
+        }
+        // The openers' two statements, and theirs.
+        (outcomes, pg.hold_statements() - before - 2)
+    };
+
+    // The first holds: each alone, at once.
+    let first = hold_for(100, w.annex_planning, paris("2026-12-04", 8, 0), None);
+    let outcome = hold_through(pg.clone(), w.commune, now, first.clone()).await;
+    assert_eq!(outcome.unwrap(), HeldAtOnce::Held(1));
+    assert_eq!(pg.hold_statements(), 1);
+
+    // Twenty citizens, twenty different slots: all held, in one statement.
+    let holds: Vec<OwnedHold> = (1..=20u32)
+        .map(|i| {
+            let start = paris("2026-12-04", 8, 0) + Duration::minutes(20 * i64::from(i));
+            hold_for(100 + i, w.annex_planning, start, None)
+        })
+        .collect();
+    let (outcomes, statements) = together(holds.clone()).await;
+    assert_eq!(statements, 1, "written together");
+    for ((held, _, otp, _), outcome) in holds.iter().zip(&outcomes) {
+        assert_eq!(outcome.as_ref().unwrap(), &HeldAtOnce::Held(1));
+        assert!(written(held).await.is_some());
+        let mut tx = pg.begin().await.unwrap();
+        assert_eq!(tx.otp(held.id).await.unwrap().as_ref(), Some(otp));
+        drop(tx);
+        assert_eq!(pg.notifications_of(held.id).await.unwrap().len(), 1);
+    }
+    assert_eq!(sms_used().await, 1 + 2 + 20, "an SMS from the budget each");
+
+    // Together: two citizens on the counter's one seat, and one citizen twice.
+    let start = paris("2026-12-07", 9, 0);
+    let contest = vec![
+        hold_for(200, w.counter, start, None),
+        hold_for(201, w.counter, start, None),
+        hold_for(202, w.annex_planning, start, None),
+        hold_for(202, w.annex_planning, start + Duration::hours(1), None),
+    ];
+    let (outcomes, statements) = together(contest.clone()).await;
+    assert_eq!(statements, 1, "written together");
+    let held = |i: usize| matches!(outcomes[i], Ok(HeldAtOnce::Held(_)));
+    assert!(held(0) != held(1), "one of the rivals: {outcomes:?}");
+    assert!(held(2) != held(3), "one hold for the citizen: {outcomes:?}");
+    for (i, h) in contest.iter().enumerate() {
+        assert!(outcomes[i].is_ok(), "{outcomes:?}");
+        assert_eq!(written(&h.0).await.is_some(), held(i), "{i}: {outcomes:?}");
+    }
+    let seated = pg
+        .appointments(w.commune, start, start + Duration::minutes(20))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.planning_id == w.counter && a.status.occupies_seat())
+        .count();
+    assert_eq!(seated, 1, "no overbooking");
+    assert_eq!(
+        sms_used().await,
+        1 + 4 + 20 + 2,
+        "no SMS for what was not held"
+    );
+
+    // Together again, with a code's destination PostgreSQL refuses (a NUL byte): the statement
+    // fails, and the holds are written again alone.
+    let start = paris("2026-12-08", 9, 0);
+    let mixed = vec![
+        hold_for(300, w.annex_planning, start, None),
+        hold_for(301, w.annex_planning, start, Some("+33639980301\0")),
+        hold_for(302, w.counter, start, None),
+    ];
+    let (outcomes, statements) = together(mixed.clone()).await;
+    assert_eq!(statements, 2, "the two written alone: {outcomes:?}");
+    assert_eq!(outcomes[0].as_ref().unwrap(), &HeldAtOnce::Held(1));
+    assert!(outcomes[1].is_err(), "{outcomes:?}");
+    assert_eq!(outcomes[2].as_ref().unwrap(), &HeldAtOnce::Held(1));
+    assert!(written(&mixed[0].0).await.is_some());
+    assert_eq!(written(&mixed[1].0).await, None, "nothing of it written");
+    assert!(written(&mixed[2].0).await.is_some());
+}
+
 /// `confirm_at_once`: on PostgreSQL, the usual confirmation in one statement — the hold as it
 /// was read, confirmed with its right code, the code used up, the personal link and the
 /// messages — and nothing written when the code is wrong or spent, the hold lapsed, or the
