@@ -288,6 +288,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// How many statements of holds may be under way at once ([`HoldQueue`]).
+    pub fn hold_writers(&self) -> usize {
+        hold_writers()
+    }
+
     /// How many statements have written holds through this store ([`HoldQueue`]): fewer than
     /// the holds when they arrived together.
     pub fn hold_statements(&self) -> u64 {
@@ -1114,8 +1119,9 @@ fn held(seat: i32) -> HeldAtOnce {
 }
 
 /// A writer's place. It gives it back when it finds nothing left to write, in the same lock as
-/// it looks, so that a hold queued meanwhile never lacks a writer; if it stops otherwise (a
-/// panic), when it is dropped, and another writer takes over what waits.
+/// it looks, so that a hold queued meanwhile never lacks a writer. A writer that stops otherwise
+/// is dropped: after a panic another writer takes over what waits; when its runtime shuts down,
+/// what waits is dropped, and each waiting request hears that its hold was not written.
 struct HoldWriter {
     store: PgStore,
     done: bool,
@@ -1128,12 +1134,19 @@ impl Drop for HoldWriter {
         }
         let mut state = self.store.holds.lock();
         state.writers -= 1;
-        if !state.waiting.is_empty()
+        if state.waiting.is_empty() {
+            return;
+        }
+        // Not when the runtime is closing: a task spawned then is dropped at once, and with it
+        // a writer that would spawn another, and so on.
+        if std::thread::panicking()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             state.writers += 1;
             drop(state);
             runtime.spawn(HoldWriter::new(self.store.clone()).write());
+        } else {
+            state.waiting.clear();
         }
     }
 }
@@ -1148,13 +1161,20 @@ impl HoldWriter {
         loop {
             let batch: Vec<QueuedHold> = {
                 let mut state = self.store.holds.lock();
+                // A request given up before its hold is written: nothing is written for it.
+                state.waiting.retain(|hold| !hold.answer.is_closed());
                 let n = state.waiting.len().min(HOLDS_PER_BATCH);
                 if n == 0 {
                     state.writers -= 1;
                     self.done = true;
                     return;
                 }
-                state.waiting.drain(..n).collect()
+                let mut batch: Vec<QueuedHold> = state.waiting.drain(..n).collect();
+                // Each call takes its commune's SMS counter for the day and keeps it until the
+                // statement commits: two statements take them in the same order, never each
+                // waiting for the other's.
+                batch.sort_by_key(|hold| hold.sms_day);
+                batch
             };
             match self.store.write_holds(&batch).await {
                 Ok(seats) => {

@@ -2147,8 +2147,9 @@ async fn hold_through(
 
 /// On PostgreSQL, holds that arrive together are written together, in one statement and one
 /// transaction, and each still decides alone: of two holds on one seat one gets it, of two
-/// holds by one citizen one gets it, and nothing of the others is written. A hold the database
-/// refuses outright sinks the statement: the others are then written alone, and only it fails.
+/// holds by one citizen one gets it, and nothing of the others is written, nor of a hold whose
+/// request was given up while it waited. A hold the database refuses outright sinks the
+/// statement: the others are then written alone, and only it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_arriving_together_are_written_together() {
     use guichet::domain::MessageChannel;
@@ -2190,12 +2191,13 @@ async fn holds_arriving_together_are_written_together() {
             .unwrap()
             .sms_used
     };
-    // Writes `holds` as they would arrive while both writers are busy: both writers held up by
-    // a transaction holding the commune's SMS counter, each with one hold (`openers`, two
-    // other citizens), the holds queued behind them, then the counter let go. Answers their
-    // outcomes, and how many statements wrote them.
+    // Writes `holds` as they would arrive while every writer is busy: the writers held up by a
+    // transaction holding the commune's SMS counter, each with one hold (`openers`, other
+    // citizens), the holds queued behind them, then the counter let go. Answers their outcomes,
+    // and how many statements wrote them.
+    let writers = pg.hold_writers();
     let mut opener = 900;
-    let mut together = async |holds: Vec<OwnedHold>| {
+    let mut together = async |holds: Vec<OwnedHold>, given_up: Option<OwnedHold>| {
         let mut blocker = pg.pool().begin().await.unwrap();
         let blocker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *blocker)
@@ -2207,13 +2209,18 @@ async fn holds_arriving_together_are_written_together() {
             .await
             .unwrap();
         let mut openers = Vec::new();
-        for waiting in 1..=2 {
+        for waiting in 1..=writers {
             opener += 1;
             let start = paris("2026-12-11", 8, 0) + Duration::minutes(20 * i64::from(opener));
             let hold = hold_for(opener, w.annex_planning, start, None);
             openers.push(tokio::spawn(hold_through(pg.clone(), w.commune, now, hold)));
             // Until its writer waits for the counter.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "writer {waiting} never waited for the counter"
+                );
                 let blocked: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
                 )
@@ -2221,11 +2228,17 @@ async fn holds_arriving_together_are_written_together() {
                 .fetch_one(pg.pool())
                 .await
                 .unwrap();
-                if blocked >= waiting {
+                if blocked >= i64::try_from(waiting).unwrap() {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
+        }
+        // A request given up while its hold waits (queued on its first poll, then dropped).
+        if let Some(hold) = given_up {
+            let write = hold_through(pg.clone(), w.commune, now, hold);
+            let waited = tokio::time::timeout(std::time::Duration::ZERO, write).await;
+            assert!(waited.is_err(), "still waiting");
         }
         let before = pg.hold_statements();
         let writes = holds
@@ -2238,8 +2251,8 @@ async fn holds_arriving_together_are_written_together() {
         for opened in openers {
             assert!(matches!(opened.await.unwrap(), Ok(HeldAtOnce::Held(_))));
         }
-        // The openers' two statements, and theirs.
-        (outcomes, pg.hold_statements() - before - 2)
+        // The openers' statements, and theirs.
+        (outcomes, pg.hold_statements() - before - writers as u64)
     };
 
     // The first holds: each alone, at once.
@@ -2255,7 +2268,7 @@ async fn holds_arriving_together_are_written_together() {
             hold_for(100 + i, w.annex_planning, start, None)
         })
         .collect();
-    let (outcomes, statements) = together(holds.clone()).await;
+    let (outcomes, statements) = together(holds.clone(), None).await;
     assert_eq!(statements, 1, "written together");
     for ((held, _, otp, _), outcome) in holds.iter().zip(&outcomes) {
         assert_eq!(outcome.as_ref().unwrap(), &HeldAtOnce::Held(1));
@@ -2265,7 +2278,11 @@ async fn holds_arriving_together_are_written_together() {
         drop(tx);
         assert_eq!(pg.notifications_of(held.id).await.unwrap().len(), 1);
     }
-    assert_eq!(sms_used().await, 1 + 2 + 20, "an SMS from the budget each");
+    assert_eq!(
+        sms_used().await,
+        1 + writers as i64 + 20,
+        "an SMS from the budget each"
+    );
 
     // Together: two citizens on the counter's one seat, and one citizen twice.
     let start = paris("2026-12-07", 9, 0);
@@ -2275,7 +2292,13 @@ async fn holds_arriving_together_are_written_together() {
         hold_for(202, w.annex_planning, start, None),
         hold_for(202, w.annex_planning, start + Duration::hours(1), None),
     ];
-    let (outcomes, statements) = together(contest.clone()).await;
+    let given_up = hold_for(203, w.counter, start + Duration::hours(1), None);
+    let (outcomes, statements) = together(contest.clone(), Some(given_up.clone())).await;
+    assert_eq!(
+        written(&given_up.0).await,
+        None,
+        "nothing written for a request given up"
+    );
     assert_eq!(statements, 1, "written together");
     let held = |i: usize| matches!(outcomes[i], Ok(HeldAtOnce::Held(_)));
     assert!(held(0) != held(1), "one of the rivals: {outcomes:?}");
@@ -2294,7 +2317,7 @@ async fn holds_arriving_together_are_written_together() {
     assert_eq!(seated, 1, "no overbooking");
     assert_eq!(
         sms_used().await,
-        1 + 4 + 20 + 2,
+        1 + 2 * writers as i64 + 20 + 2,
         "no SMS for what was not held"
     );
 
@@ -2306,7 +2329,7 @@ async fn holds_arriving_together_are_written_together() {
         hold_for(301, w.annex_planning, start, Some("+33639980301\0")),
         hold_for(302, w.counter, start, None),
     ];
-    let (outcomes, statements) = together(mixed.clone()).await;
+    let (outcomes, statements) = together(mixed.clone(), None).await;
     assert_eq!(statements, 2, "the two written alone: {outcomes:?}");
     assert_eq!(outcomes[0].as_ref().unwrap(), &HeldAtOnce::Held(1));
     assert!(outcomes[1].is_err(), "{outcomes:?}");
