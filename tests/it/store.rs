@@ -2113,6 +2113,15 @@ async fn a_hold_at_once(db: crate::helpers::TestDb) {
 }
 both_backends!(hold_at_once, a_hold_at_once);
 
+/// A world on PostgreSQL, and a pool of guichet's own on its schema; none without PostgreSQL.
+async fn postgres_world() -> Option<(World, guichet::store::PgStore)> {
+    let db = crate::helpers::TestDb::postgres().await?;
+    let url = db.url.clone();
+    let w = World::new(db).await;
+    let pg = guichet::store::PgStore::connect(&url).await.unwrap();
+    Some((w, pg))
+}
+
 /// A hold as `hold_at_once` takes it, owned: the appointment, its claims, its code and message.
 type OwnedHold = (
     Appointment,
@@ -2153,15 +2162,12 @@ async fn hold_through(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_arriving_together_are_written_together() {
     use guichet::domain::MessageChannel;
-    use guichet::store::{HeldAtOnce, PgStore, Store};
-    let Some(db) = crate::helpers::TestDb::postgres().await else {
+    use guichet::store::{HeldAtOnce, Store};
+    // guichet's own pool on the test's schema, whose queue the holds below share.
+    let Some((w, pg)) = postgres_world().await else {
         return;
     };
-    let url = db.url.clone();
-    let w = World::new(db).await;
     let now = w.clock_now();
-    // guichet's own pool on the test's schema, whose queue the holds below share.
-    let pg = PgStore::connect(&url).await.unwrap();
     // A hold for citizen `n` on `planning` at `start`, its code by SMS to `to`.
     let hold_for = |n: u32, planning, start: DateTime<Utc>, to: Option<&str>| -> OwnedHold {
         let mut held = appointment(&w, start, 0, Status::Held);
@@ -2508,15 +2514,12 @@ both_backends!(confirm_at_once, a_confirm_at_once);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_its_functions_a_connection_leaves_it_to_the_step_by_step_path() {
     use guichet::domain::MessageChannel;
-    use guichet::store::{ConfirmAtOnce, HeldAtOnce, HoldAtOnce, PgStore, Store};
-    let Some(db) = crate::helpers::TestDb::postgres().await else {
+    use guichet::store::{ConfirmAtOnce, HeldAtOnce, HoldAtOnce, Store};
+    // A pool of its own on the test's schema, every connection of it stripped of the functions.
+    let Some((w, pg)) = postgres_world().await else {
         return;
     };
-    let url = db.url.clone();
-    let w = World::new(db).await;
     let now = w.clock_now();
-    // A pool of its own on the test's schema, every connection of it stripped of the functions.
-    let pg = PgStore::connect(&url).await.unwrap();
     let mut connections = Vec::new();
     for _ in 0..pg.pool().options().get_max_connections() {
         connections.push(pg.pool().acquire().await.unwrap());
