@@ -1007,7 +1007,8 @@ fn hold_writers() -> usize {
 /// own round trip, statement, transaction and commit, and they queued for connections behind
 /// one another. Holds that arrive while [`hold_writers`] statements are under way now wait here
 /// instead, and the next statement writes up to [`HOLDS_PER_BATCH`] of them, one call of the
-/// hold function each: with the load tool, a third more bookings per second for the same CPU.
+/// hold function each: with the load tool, 15 to 30 % more bookings per second, for less CPU
+/// per booking.
 /// A hold arriving alone is written at once, alone.
 ///
 /// The holds of one statement are one transaction, committed together. Each call still decides
@@ -1192,6 +1193,9 @@ impl HoldWriter {
                 Err(sqlx::Error::Database(e)) => {
                     tracing::debug!(error = %e, holds = batch.len(), "holds written together were refused; each is written alone");
                     for hold in batch {
+                        if hold.answer.is_closed() {
+                            continue;
+                        }
                         let seat = self.store.write_holds(std::slice::from_ref(&hold)).await;
                         let answer = seat.map_or_else(hold_error, |seats| {
                             self.store.holds.written(1);
