@@ -266,6 +266,12 @@ impl Engine {
         self
     }
 
+    /// The secret every instance shares (the one-time codes' key), for what else the
+    /// application keys or seals with it.
+    pub(crate) fn shared_secret(&self) -> &[u8] {
+        &self.otp_key
+    }
+
     /// The notification the outbox worker waits on.
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()

@@ -7,6 +7,7 @@ pub mod charts;
 pub mod clock;
 pub mod gsm7;
 pub mod holidays;
+pub mod idempotency;
 pub mod model;
 pub mod otp;
 pub mod pricing;

@@ -3,18 +3,18 @@
 //! hash of the request (method, path, body) for 24 hours; the same key with another request is
 //! refused, and a retry that arrives while the first request still runs is told to wait. Keys
 //! live in the database, so any instance answers the retry. Our own failures (5xx) are not kept:
-//! the client may try again.
+//! the client may try again. The database holds the key only hashed and the answer only sealed
+//! ([`IdempotencyKey`]): a confirmation's answer carries the personal token.
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::otp::hex;
+use crate::domain::idempotency::IdempotencyKey;
 use crate::store::IdempotencyState;
 use axum::body::{Body, to_bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 pub const HEADER: &str = "idempotency-key";
 /// Request and answer bodies of this API are small JSON documents.
@@ -46,14 +46,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         return ApiError::bad_parameter("body", "Le corps de la requête est trop long.")
             .into_response();
     };
+    let sealing = IdempotencyKey::new(state.engine.shared_secret(), &scope, &key);
     // The path is hashed, never stored: it may carry a personal token.
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str());
-    hasher.update([0]);
-    hasher.update(parts.uri.path());
-    hasher.update([0]);
-    hasher.update(&bytes);
-    let request_hash = hex(&hasher.finalize());
+    let request_hash = sealing.request_hash(parts.method.as_str(), parts.uri.path(), &bytes);
+    let key = sealing.lookup().to_owned();
     let store = state.store();
     let now = state.engine.now();
     match store
@@ -74,6 +70,16 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         }
         .into_response(),
         Ok(IdempotencyState::Replay { status, body }) => {
+            // Sealed under another server secret (or by a version that kept answers in
+            // clear): the answer is gone, and running the request again could do it twice.
+            let Some(body) = sealing.open(&body) else {
+                return ApiError::Plain {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "idempotency_answer_lost",
+                    message: "La réponse à cette requête ne peut plus être relue : vérifiez où en est votre demande, puis réessayez avec une nouvelle clé Idempotency-Key.",
+                }
+                .into_response();
+            };
             let mut response = (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                 [(header::CONTENT_TYPE, "application/json")],
@@ -110,7 +116,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                             &scope,
                             &key,
                             parts.status.as_u16(),
-                            &String::from_utf8_lossy(&bytes),
+                            &sealing.seal(&String::from_utf8_lossy(&bytes)),
                         )
                         .await
                 };

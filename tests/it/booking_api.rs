@@ -468,9 +468,8 @@ async fn a_duplicate_is_told_to_the_owner_not_to_the_asker() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_the_first_answer() {
-    let s = setup(TestDb::sqlite().await).await;
+async fn idempotency_keys_replay_the_first_answer(db: TestDb) {
+    let s = setup(db).await;
     let body = hold_body(&s.w, "2026-12-01T09:00:00+01:00", Some(MOBILE), None);
     let path = "/api/v1/communes/testville/appointments";
     let (first_status, first) = s.app.post_json_keyed(path, body.clone(), Some("k-1")).await;
@@ -505,7 +504,68 @@ async fn idempotency_keys_replay_the_first_answer() {
         .post_json_keyed(&confirm, json!({"code": code}), Some("c-1"))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(one["token"], two["token"]);
+    let token = one["token"].as_str().unwrap();
+    assert_eq!(two["token"], token);
+    // The database keeps neither the token nor the clients' keys, nor the answers in clear.
+    let rows = sql_rows(
+        &s.w,
+        "SELECT scope || ' ' || key || ' ' || request_hash || ' ' || coalesce(response, '') \
+         FROM idempotency_keys",
+    )
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        let [_scope, key, _request, answer] = row.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{row}");
+        };
+        assert!(key.len() == 64 && !["c-1", "k-1"].contains(&key), "{row}");
+        for secret in [token, "confirmed", "held", id] {
+            assert!(!answer.contains(secret), "{secret} in {row}");
+        }
+    }
+    // An answer that cannot be opened (kept in clear by an earlier version, or sealed under
+    // another server secret) is not replayed, and the request is not run again.
+    sql_rows(
+        &s.w,
+        "UPDATE idempotency_keys SET response = '{\"status\": \"confirmed\"}' RETURNING scope",
+    )
+    .await;
+    let (status, lost) = s
+        .app
+        .post_json_keyed(&confirm, json!({"code": code}), Some("c-1"))
+        .await;
+    assert_eq!(status, 422, "{lost}");
+    assert_eq!(lost["code"], "idempotency_answer_lost");
+    assert!(lost["message"].as_str().unwrap().contains("nouvelle clé"));
+    let (status, _) = s.app.post_json_keyed(path, body, Some("k-1")).await;
+    assert_eq!(status, 422);
+    s.app.deliver().await;
+    assert_eq!(s.w.all_appointments().await.len(), 1);
+}
+
+crate::both_backends!(idempotency_keys, idempotency_keys_replay_the_first_answer);
+
+/// The first column of what `statement` answers, as text, read from the test's database
+/// directly (what someone reading the tables would see).
+async fn sql_rows(w: &World, statement: &'static str) -> Vec<String> {
+    match w.db.backend {
+        "sqlite" => {
+            let store = guichet::store::SqliteStore::connect(&w.db.url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(statement)
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+        }
+        _ => {
+            let store = guichet::store::PgStore::connect(&w.db.url).await.unwrap();
+            sqlx::query_scalar(statement)
+                .fetch_all(store.pool())
+                .await
+                .unwrap()
+        }
+    }
 }
 
 #[tokio::test]
