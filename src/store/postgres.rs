@@ -1030,6 +1030,55 @@ pub(super) struct HoldQueue {
 struct HoldQueueState {
     waiting: std::collections::VecDeque<QueuedHold>,
     writers: usize,
+    /// The citizens (claims' keys and codes' destinations) of the holds being written, with how
+    /// many holds of theirs: a hold of one of them waits for that statement to end.
+    writing: std::collections::HashMap<String, usize>,
+}
+
+impl HoldQueueState {
+    /// Takes the next batch from the waiting holds, in order: up to [`HOLDS_PER_BATCH`] of
+    /// them, skipping (and keeping in place) those of citizens whose other holds are being
+    /// written. Two statements with holds of one citizen (a double tap) would wait for each
+    /// other: one on the citizen's claim that the other made, the other on the commune's SMS
+    /// counter that the first holds — a deadlock, found after a second, and a statement's
+    /// holds all written again alone.
+    /// Answers the batch and its citizens, to give back to [`HoldQueueState::written`].
+    fn take_batch(&mut self) -> (Vec<QueuedHold>, Vec<String>) {
+        let mut batch = Vec::new();
+        let mut kept = std::collections::VecDeque::new();
+        while let Some(hold) = self.waiting.pop_front() {
+            if batch.len() == HOLDS_PER_BATCH
+                || hold.citizen().any(|key| self.writing.contains_key(key))
+            {
+                kept.push_back(hold);
+            } else {
+                batch.push(hold);
+            }
+        }
+        self.waiting = kept;
+        let citizens: Vec<String> = batch
+            .iter()
+            .flat_map(QueuedHold::citizen)
+            .map(str::to_owned)
+            .collect();
+        for key in &citizens {
+            *self.writing.entry(key.clone()).or_default() += 1;
+        }
+        (batch, citizens)
+    }
+
+    /// The citizens of a batch that [`HoldQueueState::take_batch`] gave, whose statement has
+    /// ended.
+    fn written(&mut self, citizens: &[String]) {
+        for key in citizens {
+            if let Some(count) = self.writing.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.writing.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl HoldQueue {
@@ -1089,6 +1138,15 @@ impl QueuedHold {
         }
     }
 
+    /// Who the hold is for: its claims' keys (phone, e-mail, ANTS numbers) and its code's
+    /// destination.
+    fn citizen(&self) -> impl Iterator<Item = &str> {
+        self.claims
+            .iter()
+            .map(|claim| claim.key.as_str())
+            .chain([self.otp.destination.as_str()])
+    }
+
     fn hold(&self) -> HoldAtOnce<'_> {
         HoldAtOnce {
             appointment: &self.appointment,
@@ -1127,6 +1185,8 @@ fn held(seat: i32) -> HeldAtOnce {
 struct HoldWriter {
     store: PgStore,
     done: bool,
+    /// The citizens of the batch being written ([`HoldQueueState::writing`]).
+    citizens: Vec<String>,
 }
 
 impl Drop for HoldWriter {
@@ -1136,6 +1196,7 @@ impl Drop for HoldWriter {
         }
         let mut state = self.store.holds.lock();
         state.writers -= 1;
+        state.written(&self.citizens);
         if state.waiting.is_empty() {
             return;
         }
@@ -1155,7 +1216,11 @@ impl Drop for HoldWriter {
 
 impl HoldWriter {
     fn new(store: PgStore) -> Self {
-        Self { store, done: false }
+        Self {
+            store,
+            done: false,
+            citizens: Vec::new(),
+        }
     }
 
     /// Writes what waits, a batch at a time, until nothing does.
@@ -1163,15 +1228,17 @@ impl HoldWriter {
         loop {
             let batch: Vec<QueuedHold> = {
                 let mut state = self.store.holds.lock();
+                state.written(&std::mem::take(&mut self.citizens));
                 // A request given up before its hold is written: nothing is written for it.
                 state.waiting.retain(|hold| !hold.answer.is_closed());
-                let n = state.waiting.len().min(HOLDS_PER_BATCH);
-                if n == 0 {
+                let (mut batch, citizens) = state.take_batch();
+                self.citizens = citizens;
+                if batch.is_empty() {
+                    // Nothing waits, or what waits is for the writers under way to take next.
                     state.writers -= 1;
                     self.done = true;
                     return;
                 }
-                let mut batch: Vec<QueuedHold> = state.waiting.drain(..n).collect();
                 // Each call takes its commune's SMS counter for the day and keeps it until the
                 // statement commits: two statements take them in the same order, never each
                 // waiting for the other's.

@@ -2343,6 +2343,34 @@ async fn holds_arriving_together_are_written_together() {
     assert!(written(&mixed[0].0).await.is_some());
     assert_eq!(written(&mixed[1].0).await, None, "nothing of it written");
     assert!(written(&mixed[2].0).await.is_some());
+
+    // One citizen twice (a double tap), queued so that the first writer's batch ends with the
+    // one and the second's would begin with the other. Written at the same time, the second
+    // would claim the citizen and wait for the commune's SMS counter, which the first holds
+    // while it waits for that claim: a deadlock, found after a second, and every hold of one
+    // batch written again alone. The second hold waits for the first's batch instead.
+    let start = paris("2026-12-09", 8, 0);
+    let slot = |i: i64| start + Duration::minutes(20 * i);
+    let mut crowd: Vec<OwnedHold> = (0..31)
+        .map(|i| hold_for(400 + i as u32, w.annex_planning, slot(i), None))
+        .collect();
+    crowd.push(hold_for(500, w.annex_planning, slot(31), None));
+    crowd.push(hold_for(500, w.annex_planning, slot(32), None));
+    crowd.extend((33..40).map(|i| hold_for(400 + i as u32, w.annex_planning, slot(i), None)));
+    let (outcomes, statements) = together(crowd.clone(), None).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i != 31 && i != 32 {
+            assert_eq!(outcome.as_ref().unwrap(), &HeldAtOnce::Held(1), "{i}");
+        }
+    }
+    // One of the citizen's holds; the step-by-step booking tells the other why not.
+    let mut twice = [&outcomes[31], &outcomes[32]].map(|o| *o.as_ref().unwrap());
+    twice.sort_by_key(|o| matches!(o, HeldAtOnce::Held(_)));
+    assert_eq!(twice, [HeldAtOnce::StepByStep, HeldAtOnce::Held(1)]);
+    assert!(
+        statements <= 3,
+        "no statement refused and written again alone: {statements}"
+    );
 }
 
 /// `confirm_at_once`: on PostgreSQL, the usual confirmation in one statement — the hold as it
