@@ -302,6 +302,12 @@ impl PgStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many holds wait in the queue, and how many writers are at work ([`HoldQueue`]).
+    pub fn hold_queue(&self) -> (usize, usize) {
+        let state = self.holds.lock();
+        (state.waiting.len(), state.writers)
+    }
+
     async fn read_conn(&self) -> Result<PoolConnection<Postgres>> {
         self.pool.acquire().await.map_err(map_err)
     }

@@ -2344,32 +2344,77 @@ async fn holds_arriving_together_are_written_together() {
     assert_eq!(written(&mixed[1].0).await, None, "nothing of it written");
     assert!(written(&mixed[2].0).await.is_some());
 
-    // One citizen twice (a double tap), queued so that the first writer's batch ends with the
-    // one and the second's would begin with the other. Written at the same time, the second
-    // would claim the citizen and wait for the commune's SMS counter, which the first holds
-    // while it waits for that claim: a deadlock, found after a second, and every hold of one
-    // batch written again alone. The second hold waits for the first's batch instead.
+    // One citizen twice (a double tap), the second hold arriving while a batch with the first
+    // is written: that batch's first hold has taken the commune's SMS counter, its second waits
+    // (for a lock this test holds). Written at once, the second hold would claim the citizen
+    // and wait for the counter; the batch, coming to the first hold, would wait for that claim:
+    // a deadlock, found after a second, and one of the statements' holds all written again
+    // alone. The second hold waits for the batch to end instead.
     let start = paris("2026-12-09", 8, 0);
     let slot = |i: i64| start + Duration::minutes(20 * i);
-    let mut crowd: Vec<OwnedHold> = (0..31)
+    let mut batch: Vec<OwnedHold> = (0..30)
         .map(|i| hold_for(400 + i as u32, w.annex_planning, slot(i), None))
         .collect();
-    crowd.push(hold_for(500, w.annex_planning, slot(31), None));
-    crowd.push(hold_for(500, w.annex_planning, slot(32), None));
-    crowd.extend((33..40).map(|i| hold_for(400 + i as u32, w.annex_planning, slot(i), None)));
-    let (outcomes, statements) = together(crowd.clone(), None).await;
-    for (i, outcome) in outcomes.iter().enumerate() {
-        if i != 31 && i != 32 {
-            assert_eq!(outcome.as_ref().unwrap(), &HeldAtOnce::Held(1), "{i}");
+    batch.push(hold_for(500, w.annex_planning, slot(30), None));
+    let tap = hold_for(500, w.annex_planning, slot(31), None);
+    let mut stall = pg.pool().begin().await.unwrap();
+    let stall_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *stall)
+        .await
+        .unwrap();
+    let lock = format!("claim:titres:phone:{}", batch[1].1[0].key);
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || $1))")
+        .bind(&lock)
+        .execute(&mut *stall)
+        .await
+        .unwrap();
+    // Backends blocked by `pid`, and by those.
+    let blocked = async |pid: i32| -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT count(DISTINCT a.pid), count(b.pid) FROM pg_stat_activity a \
+             LEFT JOIN pg_stat_activity b ON a.pid = ANY(pg_blocking_pids(b.pid)) \
+             WHERE $1 = ANY(pg_blocking_pids(a.pid))",
+        )
+        .bind(pid)
+        .fetch_one(pg.pool())
+        .await
+        .unwrap()
+    };
+    let before = pg.hold_statements();
+    let ((outcomes, _), tapped) = tokio::join!(together(batch.clone(), None), async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while blocked(stall_pid).await.0 == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch never waited"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        let tapped = tokio::spawn(hold_through(pg.clone(), w.commune, now, tap.clone()));
+        // Until the second hold waits: in the queue, or (before) for the batch's counter.
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second hold went nowhere"
+            );
+            let (waiting, writers) = pg.hold_queue();
+            if waiting == 1 && writers == 1 || blocked(stall_pid).await.1 > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        stall.rollback().await.unwrap();
+        tapped.await.unwrap()
+    });
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.as_ref().unwrap(), &HeldAtOnce::Held(1), "{i}");
     }
-    // One of the citizen's holds; the step-by-step booking tells the other why not.
-    let mut twice = [&outcomes[31], &outcomes[32]].map(|o| *o.as_ref().unwrap());
-    twice.sort_by_key(|o| matches!(o, HeldAtOnce::Held(_)));
-    assert_eq!(twice, [HeldAtOnce::StepByStep, HeldAtOnce::Held(1)]);
-    assert!(
-        statements <= 3,
-        "no statement refused and written again alone: {statements}"
+    // The step-by-step booking tells the citizen why not.
+    assert_eq!(tapped.unwrap(), HeldAtOnce::StepByStep);
+    assert_eq!(
+        pg.hold_statements() - before,
+        writers as u64 + 2,
+        "the writers' first holds, the batch, the second hold: none refused and written again"
     );
 }
 
