@@ -404,28 +404,14 @@ crate::both_backends!(sms_budget, the_daily_sms_budget_falls_back_to_email);
 /// Sets the test commune's daily SMS budget.
 async fn sqlx_budget(w: &World, budget: i32) {
     // The store has no "update commune" yet (the back-office issue adds it): change the row.
-    match w.db.backend {
-        "sqlite" => {
-            let store = guichet::store::SqliteStore::connect(&w.db.url)
-                .await
-                .unwrap();
-            sqlx::query("UPDATE communes SET sms_daily_budget = $1 WHERE id = $2")
-                .bind(budget)
-                .bind(w.commune)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-        _ => {
-            let store = guichet::store::PgStore::connect(&w.db.url).await.unwrap();
-            sqlx::query("UPDATE communes SET sms_daily_budget = $1 WHERE id = $2")
-                .bind(budget)
-                .bind(w.commune)
-                .execute(store.pool())
-                .await
-                .unwrap();
-        }
-    }
+    sql_rows(
+        w,
+        format!(
+            "UPDATE communes SET sms_daily_budget = {budget} WHERE id = {} RETURNING name",
+            w.commune
+        ),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -545,9 +531,10 @@ async fn idempotency_keys_replay_the_first_answer(db: TestDb) {
 
 crate::both_backends!(idempotency_keys, idempotency_keys_replay_the_first_answer);
 
-/// The first column of what `statement` answers, as text, read from the test's database
-/// directly (what someone reading the tables would see).
-async fn sql_rows(w: &World, statement: &'static str) -> Vec<String> {
+/// The first column of what `statement` answers, as text, run on the test's database directly
+/// (what someone reading or changing the tables by hand would see or do).
+async fn sql_rows(w: &World, statement: impl Into<String>) -> Vec<String> {
+    let statement = sqlx::AssertSqlSafe(statement.into());
     match w.db.backend {
         "sqlite" => {
             let store = guichet::store::SqliteStore::connect(&w.db.url)
