@@ -32,6 +32,8 @@ pub struct PgStore {
     pool: PgPool,
     /// Holds waiting to be written together ([`HoldQueue`]).
     holds: Arc<HoldQueue>,
+    /// Where they are written ([`HoldLane`]).
+    lane: Arc<HoldLane>,
 }
 
 /// Instants are bound as they are (`timestamptz`); the shared code calls these for SQLite's sake.
@@ -193,7 +195,8 @@ fn tls_pointless(url: &str, host: &str, env_asks: Option<&str>) -> bool {
 /// PostgreSQL backend process; more of them than the cores can run only take turns, and they did so at a
 /// cost: on this 2-core machine the 10,000-slot rush ran at 324 bookings/s with 16 connections,
 /// 370 with 6 (PostgreSQL's CPU per booking 3.2 → 2.4 ms), 341 with 4 (too few to overlap the
-/// transactions' round trips).
+/// transactions' round trips). The holds' writers have [`hold_writers`] more, of their own
+/// ([`HoldLane`]).
 fn pool_size() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Never fewer than this machine's six: transactions waiting on a seat or a destination
@@ -219,6 +222,43 @@ fn map_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e)
 }
 
+/// Creates, on a new connection, the functions that write a hold and a confirmation at once, in
+/// the connection's own temporary schema. Without them (a role that may not create temporary
+/// objects) holds and confirmations are written step by step.
+async fn create_functions(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
+    for (function, dry_run, otherwise) in [
+        (
+            &*HOLD_FUNCTION,
+            &*DRY_HOLD,
+            "holds will be booked step by step",
+        ),
+        (
+            &*CONFIRM_FUNCTION,
+            &*DRY_CONFIRM,
+            "confirmations will be written step by step",
+        ),
+    ] {
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(function.as_str()))
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = created {
+            tracing::warn!(error = %e, "{otherwise}");
+            continue;
+        }
+        // PostgreSQL compiles a PL/pgSQL function at its first call on a connection (about
+        // 2 ms for the hold's): done now, on a call that finds nothing and writes nothing,
+        // rather than by the first hold of a rush, which the others wait for. Its statements
+        // are still planned by their first real run (the first holds took 10 to 25 ms in all).
+        let ran = sqlx::raw_sql(sqlx::AssertSqlSafe(dry_run.as_str()))
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = ran {
+            tracing::debug!(error = %e, "a function's first call failed");
+        }
+    }
+    Ok(())
+}
+
 impl PgStore {
     /// `url` is a `postgres://` URL; `?options[search_path]=…` selects a schema (the tests give
     /// each test a schema of its own).
@@ -238,50 +278,15 @@ impl PgStore {
             // server processes and prepare every statement again, all at once.
             .min_connections(pool_size())
             .acquire_timeout(LOCK_WAIT * 3)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // Without them (a role that may not create temporary objects) holds and
-                    // confirmations are written step by step.
-                    for (function, dry_run, otherwise) in [
-                        (
-                            &*HOLD_FUNCTION,
-                            &*DRY_HOLD,
-                            "holds will be booked step by step",
-                        ),
-                        (
-                            &*CONFIRM_FUNCTION,
-                            &*DRY_CONFIRM,
-                            "confirmations will be written step by step",
-                        ),
-                    ] {
-                        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(function.as_str()))
-                            .execute(&mut *conn)
-                            .await;
-                        if let Err(e) = created {
-                            tracing::warn!(error = %e, "{otherwise}");
-                            continue;
-                        }
-                        // PostgreSQL compiles a PL/pgSQL function at its first call on a
-                        // connection (about 2 ms for the hold's): done now, on a call that
-                        // finds nothing and writes nothing, rather than by the first hold of a
-                        // rush, which the others wait for. Its statements are still planned by
-                        // their first real run (the first holds took 10 to 25 ms in all).
-                        let ran = sqlx::raw_sql(sqlx::AssertSqlSafe(dry_run.as_str()))
-                            .execute(&mut *conn)
-                            .await;
-                        if let Err(e) = ran {
-                            tracing::debug!(error = %e, "a function's first call failed");
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .after_connect(|conn, _| Box::pin(create_functions(conn)))
+            .connect_with(options.clone())
             .await
             .map_err(map_err)?;
+        let lane = HoldLane::start(options).await?;
         Ok(Self {
             pool,
             holds: Arc::default(),
+            lane: Arc::new(lane),
         })
     }
 
@@ -1110,6 +1115,82 @@ impl std::fmt::Debug for HoldQueue {
     }
 }
 
+/// A thread of its own, with connections of its own, for the statements that write holds.
+///
+/// In a rush the request threads have hundreds of tasks queued: each listing, each request read
+/// or answered. A task of theirs waiting on the database was polled again only when its turn
+/// came round, after each step of a statement (a connection, the query sent, the answer read):
+/// with the load tool, a hold written alone took 15 to 30 ms where it takes 2 when the machine
+/// is idle, and the holds that arrived meanwhile waited for it. Here the writers have a thread to
+/// themselves that sleeps while PostgreSQL works and wakes as soon as it answers. The connections
+/// are opened on it, so that their sockets are watched by its own event loop.
+/// The thread ends, its connections closed, when the last clone of its store is dropped.
+struct HoldLane {
+    runtime: tokio::runtime::Handle,
+    pool: PgPool,
+    /// Dropped with the lane: the thread then closes its connections and ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for HoldLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldLane")
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl HoldLane {
+    /// Starts the thread and opens its connections ([`hold_writers`] of them, each with the
+    /// functions of [`create_functions`]).
+    async fn start(options: PgConnectOptions) -> Result<Self> {
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("guichet-holds")
+            .build()
+            .map_err(|e| StoreError::Transient(format!("the holds' thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("guichet-holds".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let writers = u32::try_from(hold_writers()).unwrap_or(u32::MAX);
+                    let pool = PgPoolOptions::new()
+                        .max_connections(writers)
+                        .min_connections(writers)
+                        .acquire_timeout(LOCK_WAIT * 3)
+                        .after_connect(|conn, _| Box::pin(create_functions(conn)))
+                        .connect_with(options)
+                        .await;
+                    let pool = match pool {
+                        Ok(pool) => pool,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let lane = (tokio::runtime::Handle::current(), pool.clone());
+                    if ready.send(Ok(lane)).is_ok() {
+                        // Until the store is dropped (an error: the sender is gone).
+                        let _ = stopped.await;
+                    }
+                    pool.close().await;
+                });
+            })
+            .map_err(|e| StoreError::Transient(format!("the holds' thread: {e}")))?;
+        let (runtime, pool) = started
+            .await
+            .map_err(|_| StoreError::Transient("the holds' thread stopped".into()))?
+            .map_err(map_err)?;
+        Ok(Self {
+            runtime,
+            pool,
+            _stop: stop,
+        })
+    }
+}
+
 /// A [`HoldAtOnce`], owned while it waits, and where its answer goes.
 struct QueuedHold {
     appointment: Appointment,
@@ -1326,7 +1407,9 @@ impl PgStore {
         if start_writer {
             // A task of its own: the request that starts it may be given up, the holds it
             // writes for others may not.
-            tokio::spawn(HoldWriter::new(self.clone()).write());
+            self.lane
+                .runtime
+                .spawn(HoldWriter::new(self.clone()).write());
         }
         answered.await.unwrap_or_else(|_| {
             Err(StoreError::Transient(
@@ -1345,7 +1428,7 @@ impl PgStore {
         for queued in batch {
             query = bind_hold(query, &queued.hold());
         }
-        let row = query.fetch_one(&self.pool).await?;
+        let row = query.fetch_one(&self.lane.pool).await?;
         (0..batch.len()).map(|i| row.try_get::<i32, _>(i)).collect()
     }
 }
