@@ -294,6 +294,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// The connections holds are written on ([`HoldLane`]).
+    pub fn hold_pool(&self) -> &PgPool {
+        &self.lane.pool
+    }
+
     /// How many statements of holds may be under way at once ([`HoldQueue`]).
     pub fn hold_writers(&self) -> usize {
         hold_writers()

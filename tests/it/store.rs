@@ -2588,14 +2588,17 @@ both_backends!(confirm_at_once, a_confirm_at_once);
 async fn without_its_functions_a_connection_leaves_it_to_the_step_by_step_path() {
     use guichet::domain::MessageChannel;
     use guichet::store::{ConfirmAtOnce, HeldAtOnce, HoldAtOnce, Store};
-    // A pool of its own on the test's schema, every connection of it stripped of the functions.
+    // A store of its own on the test's schema, every connection of it (the holds' own
+    // included) stripped of the functions.
     let Some((w, pg)) = postgres_world().await else {
         return;
     };
     let now = w.clock_now();
     let mut connections = Vec::new();
-    for _ in 0..pg.pool().options().get_max_connections() {
-        connections.push(pg.pool().acquire().await.unwrap());
+    for pool in [pg.pool(), pg.hold_pool()] {
+        for _ in 0..pool.options().get_max_connections() {
+            connections.push(pool.acquire().await.unwrap());
+        }
     }
     for c in &mut connections {
         for function in ["guichet_hold", "guichet_confirm"] {
