@@ -1124,11 +1124,12 @@ impl std::fmt::Debug for HoldQueue {
 ///
 /// In a rush the request threads have hundreds of tasks queued: each listing, each request read
 /// or answered. A task of theirs waiting on the database was polled again only when its turn
-/// came round, after each step of a statement (a connection, the query sent, the answer read):
-/// with the load tool, a hold written alone took 15 to 30 ms where it takes 2 when the machine
-/// is idle, and the holds that arrived meanwhile waited for it. Here the writers have a thread to
-/// themselves that sleeps while PostgreSQL works and wakes as soon as it answers. The connections
-/// are opened on it, so that their sockets are watched by its own event loop.
+/// came round, after each step of a statement (a connection, the query sent, the answer read).
+/// With the load tool (1,000 citizens on 100 slots), the first writer started 7 to 13 ms after
+/// the first hold, and a statement of 32 holds took 27 to 80 ms; here the writer starts at once
+/// and such a statement takes 18 to 30 ms when it waits for no other. Here the writers have a
+/// thread to themselves that sleeps while PostgreSQL works and wakes as soon as it answers. The
+/// connections are opened on it, so that their sockets are watched by its own event loop.
 /// The thread ends, its connections closed, when the last clone of its store is dropped.
 struct HoldLane {
     runtime: tokio::runtime::Handle,
