@@ -222,39 +222,48 @@ fn map_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(e)
 }
 
-/// Creates, on a new connection, the functions that write a hold and a confirmation at once, in
-/// the connection's own temporary schema. Without them (a role that may not create temporary
-/// objects) holds and confirmations are written step by step.
-async fn create_functions(conn: &mut sqlx::PgConnection) -> std::result::Result<(), sqlx::Error> {
-    for (function, dry_run, otherwise) in [
-        (
+/// The function a new connection creates in its own temporary schema: the hold's on the
+/// holds' own connections ([`HoldLane`]), the confirmation's on the others. Without it (a role
+/// that may not create temporary objects) holds or confirmations are written step by step.
+#[derive(Clone, Copy)]
+enum Function {
+    Hold,
+    Confirm,
+}
+
+/// Creates `function` on a new connection.
+async fn create_function(
+    conn: &mut sqlx::PgConnection,
+    function: Function,
+) -> std::result::Result<(), sqlx::Error> {
+    let (create, dry_run, otherwise) = match function {
+        Function::Hold => (
             &*HOLD_FUNCTION,
             &*DRY_HOLD,
             "holds will be booked step by step",
         ),
-        (
+        Function::Confirm => (
             &*CONFIRM_FUNCTION,
             &*DRY_CONFIRM,
             "confirmations will be written step by step",
         ),
-    ] {
-        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(function.as_str()))
-            .execute(&mut *conn)
-            .await;
-        if let Err(e) = created {
-            tracing::warn!(error = %e, "{otherwise}");
-            continue;
-        }
-        // PostgreSQL compiles a PL/pgSQL function at its first call on a connection (about
-        // 2 ms for the hold's): done now, on a call that finds nothing and writes nothing,
-        // rather than by the first hold of a rush, which the others wait for. Its statements
-        // are still planned by their first real run (the first holds took 10 to 25 ms in all).
-        let ran = sqlx::raw_sql(sqlx::AssertSqlSafe(dry_run.as_str()))
-            .execute(&mut *conn)
-            .await;
-        if let Err(e) = ran {
-            tracing::debug!(error = %e, "a function's first call failed");
-        }
+    };
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(create.as_str()))
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = created {
+        tracing::warn!(error = %e, "{otherwise}");
+        return Ok(());
+    }
+    // PostgreSQL compiles a PL/pgSQL function at its first call on a connection (about 2 ms for
+    // the hold's): done now, on a call that finds nothing and writes nothing, rather than by the
+    // first hold of a rush, which the others wait for. Its statements are still planned by their
+    // first real run (the first holds took 10 to 25 ms in all).
+    let ran = sqlx::raw_sql(sqlx::AssertSqlSafe(dry_run.as_str()))
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = ran {
+        tracing::debug!(error = %e, "a function's first call failed");
     }
     Ok(())
 }
@@ -278,7 +287,7 @@ impl PgStore {
             // server processes and prepare every statement again, all at once.
             .min_connections(pool_size())
             .acquire_timeout(LOCK_WAIT * 3)
-            .after_connect(|conn, _| Box::pin(create_functions(conn)))
+            .after_connect(|conn, _| Box::pin(create_function(conn, Function::Confirm)))
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;
@@ -605,8 +614,9 @@ fn hold_arguments() -> Vec<String> {
 /// COMMITTED: a claim inserted after its lock is granted sees the claims committed before.
 /// Its statements are planned once per connection, not for each of the first five calls as
 /// PostgreSQL otherwise does (the plans are the same: every statement looks up by key).
-/// It is created in each connection's own temporary schema when the connection opens: always
-/// the definition of the running guichet, whatever another instance or version runs beside it.
+/// It is created in the temporary schema of each of the holds' connections ([`HoldLane`]) when
+/// the connection opens: always the definition of the running guichet, whatever another
+/// instance or version runs beside it.
 /// Arguments: the appointment as [`sql::INSERT_APPOINTMENT`] binds it (`a1`–`a24`, its seat
 /// chosen here), then as [`PgStore::hold_at_once`] binds them. It answers the seat taken, 0 when
 /// every seat is taken or being taken, −1 when the planning does not take bookings there, −2
@@ -813,9 +823,9 @@ fn confirm_arguments() -> Vec<String> {
 /// [`Store::confirm_at_once`]'s function, made of the statements the step-by-step confirmation
 /// runs (the same text, on the function's arguments), in the same order: the appointment
 /// locked, the code used up with the confirmation ([`update_with_otp_sql`]), the personal link,
-/// the messages. Created per connection, planned once, as [`HOLD_FUNCTION`]. It answers 1 when
-/// written; 0 when nothing was (the appointment changed or lapsed since it was read, the code
-/// wrong or spent, a refusal of the schema).
+/// the messages. Created on each connection but the holds' own, planned once, as
+/// [`HOLD_FUNCTION`]. It answers 1 when written; 0 when nothing was (the appointment changed or
+/// lapsed since it was read, the code wrong or spent, a refusal of the schema).
 static CONFIRM_FUNCTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let lock = rename_params(sql::APPOINTMENT_FOR_UPDATE, |_| "u1".to_owned());
     let confirm = rename_params(update_with_otp_sql(), |n| match n {
@@ -1126,10 +1136,11 @@ impl std::fmt::Debug for HoldQueue {
 /// or answered. A task of theirs waiting on the database was polled again only when its turn
 /// came round, after each step of a statement (a connection, the query sent, the answer read).
 /// With the load tool (1,000 citizens on 100 slots), the first writer started 7 to 13 ms after
-/// the first hold, and a statement of 32 holds took 27 to 80 ms; here the writer starts at once
-/// and such a statement takes 18 to 30 ms when it waits for no other. Here the writers have a
-/// thread to themselves that sleeps while PostgreSQL works and wakes as soon as it answers. The
-/// connections are opened on it, so that their sockets are watched by its own event loop.
+/// the first hold, and a statement of 32 holds took 27 to 80 ms. The writers now have a thread
+/// to themselves that sleeps while PostgreSQL works and wakes as soon as it answers; the
+/// connections are opened on it, so that their sockets are watched by its own event loop. The
+/// first writer starts at once, and a statement of 32 holds takes 18 to 30 ms when it waits
+/// for no other.
 /// The thread ends, its connections closed, when the last clone of its store is dropped.
 struct HoldLane {
     runtime: tokio::runtime::Handle,
@@ -1148,7 +1159,7 @@ impl std::fmt::Debug for HoldLane {
 
 impl HoldLane {
     /// Starts the thread and opens its connections ([`hold_writers`] of them, each with the
-    /// functions of [`create_functions`]).
+    /// hold's function, [`HOLD_FUNCTION`]).
     async fn start(options: PgConnectOptions) -> Result<Self> {
         let (ready, started) = tokio::sync::oneshot::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1166,7 +1177,7 @@ impl HoldLane {
                         .max_connections(writers)
                         .min_connections(writers)
                         .acquire_timeout(LOCK_WAIT * 3)
-                        .after_connect(|conn, _| Box::pin(create_functions(conn)))
+                        .after_connect(|conn, _| Box::pin(create_function(conn, Function::Hold)))
                         .connect_with(options)
                         .await;
                     let pool = match pool {

@@ -2603,7 +2603,7 @@ async fn without_its_functions_a_connection_leaves_it_to_the_step_by_step_path()
     for c in &mut connections {
         for function in ["guichet_hold", "guichet_confirm"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP FUNCTION pg_temp.{function}"
+                "DROP FUNCTION IF EXISTS pg_temp.{function}"
             )))
             .execute(&mut **c)
             .await
