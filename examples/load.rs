@@ -111,6 +111,8 @@ struct Listed {
 struct Stats {
     slots_ms: Vec<f64>,
     hold_ms: Vec<f64>,
+    /// The holds answered 201: a rush's slowest, written one batch after another.
+    held_ms: Vec<f64>,
     confirm_ms: Vec<f64>,
     confirmed: usize,
     no_slot: usize,
@@ -189,11 +191,14 @@ async fn citizen(
         };
         let status = response.status().as_u16();
         let held: Value = response.json().await.unwrap_or(Value::Null);
-        stats
-            .lock()
-            .unwrap()
-            .hold_ms
-            .push(t.elapsed().as_secs_f64() * 1000.0);
+        {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let mut stats = stats.lock().unwrap();
+            stats.hold_ms.push(ms);
+            if status == 201 {
+                stats.held_ms.push(ms);
+            }
+        }
         match (status, held["code"].as_str()) {
             (201, _) => break held,
             (409, Some("slot_taken")) | (422, Some("slot_unavailable")) => {
@@ -438,11 +443,12 @@ async fn main() {
     for (name, values) in [
         ("GET slots", &mut s.slots_ms),
         ("POST hold", &mut s.hold_ms),
+        ("  of which held", &mut s.held_ms),
         ("POST confirm", &mut s.confirm_ms),
     ] {
         let count = values.len();
         println!(
-            "{name:<13} n={count:<6} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            "{name:<15} n={count:<6} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
             support::percentile(values, 0.5),
             support::percentile(values, 0.99),
             support::percentile(values, 1.0)
