@@ -516,42 +516,30 @@ mod tests {
 
     #[test]
     fn local_time_reads_as_the_commune_says_it() {
-        let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 30, 0).unwrap();
-        assert_eq!(
-            local_rfc3339(at, chrono_tz::Europe::Paris),
-            "2026-12-03T09:30:00+01:00"
-        );
-        assert_eq!(
-            local_rfc3339(at, chrono_tz::America::Martinique),
-            "2026-12-03T04:30:00-04:00"
-        );
-        assert_eq!(
-            local_rfc3339(at, chrono_tz::Pacific::Marquesas),
-            "2026-12-02T23:00:00-09:30"
-        );
-        assert_eq!(
-            local_rfc3339(at, chrono_tz::UTC),
-            "2026-12-03T08:30:00+00:00"
-        );
-        // Either side of the spring and autumn changes in Paris.
-        let spring = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap();
-        assert_eq!(
-            local_rfc3339(spring - Duration::seconds(1), chrono_tz::Europe::Paris),
-            "2026-03-29T01:59:59+01:00"
-        );
-        assert_eq!(
-            local_rfc3339(spring, chrono_tz::Europe::Paris),
-            "2026-03-29T03:00:00+02:00"
-        );
-        let autumn = Utc.with_ymd_and_hms(2026, 10, 25, 1, 0, 0).unwrap();
-        assert_eq!(
-            local_rfc3339(autumn - Duration::seconds(1), chrono_tz::Europe::Paris),
-            "2026-10-25T02:59:59+02:00"
-        );
-        assert_eq!(
-            local_rfc3339(autumn, chrono_tz::Europe::Paris),
-            "2026-10-25T02:00:00+01:00"
-        );
+        use chrono_tz::{America::Martinique, Europe::Paris, Pacific::Marquesas, UTC};
+        let cases = [
+            ("2026-12-03T08:30:00Z", Paris, "2026-12-03T09:30:00+01:00"),
+            (
+                "2026-12-03T08:30:00Z",
+                Martinique,
+                "2026-12-03T04:30:00-04:00",
+            ),
+            (
+                "2026-12-03T08:30:00Z",
+                Marquesas,
+                "2026-12-02T23:00:00-09:30",
+            ),
+            ("2026-12-03T08:30:00Z", UTC, "2026-12-03T08:30:00+00:00"),
+            // Either side of the spring and autumn changes in Paris.
+            ("2026-03-29T00:59:59Z", Paris, "2026-03-29T01:59:59+01:00"),
+            ("2026-03-29T01:00:00Z", Paris, "2026-03-29T03:00:00+02:00"),
+            ("2026-10-25T00:59:59Z", Paris, "2026-10-25T02:59:59+02:00"),
+            ("2026-10-25T01:00:00Z", Paris, "2026-10-25T02:00:00+01:00"),
+        ];
+        for (utc, tz, expected) in cases {
+            let at: DateTime<Utc> = utc.parse().unwrap();
+            assert_eq!(local_rfc3339(at, tz), expected, "{utc} in {tz}");
+        }
     }
 
     #[test]
